@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command of README.md: installs the environment (scripts/install.sh), then runs the suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+export HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
+  HUMANS_NO_PROGRESS=1 MPLBACKEND=Agg
+exec .venv/bin/python -m pytest -q "$@"

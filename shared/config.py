@@ -1,0 +1,63 @@
+"""Typed configuration loading: YAML files validated into pydantic models at load time.
+
+Every error names the key, the offending value and what is allowed, so a bad config fails before
+any work starts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration that failed validation; the message names key, value and what is allowed."""
+
+
+class StrictModel(BaseModel):
+    """Base for all config models: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _describe(err: dict[str, Any], source: str) -> str:
+    key = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+    value = err.get("input")
+    msg = err.get("msg", "invalid")
+    ctx = err.get("ctx") or {}
+    allowed = ctx.get("expected")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    text = f"{source}: key '{key}' has value {value!r}: {msg}"
+    if allowed and "expected" not in msg.lower():
+        text += f" (allowed: {allowed})"
+    return text
+
+
+def validate(model: type[M], data: Any, source: str = "config") -> M:
+    """Validate ``data`` into ``model``, turning pydantic's errors into one readable ConfigError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e, source) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file, with a clear error when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_config(path: str | Path, model: type[M]) -> M:
+    """Load and validate a YAML file into ``model``."""
+    return validate(model, load_yaml(path), source=str(path))

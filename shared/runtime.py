@@ -1,0 +1,25 @@
+"""Process-wide runtime defaults: offline mode for every library that might reach for a network,
+no usage telemetry, and quiet, bounded thread pools. Call ``setup_runtime()`` at each entry point."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "YOLO_OFFLINE": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+    "GLOG_minloglevel": "2",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+def setup_runtime() -> None:
+    """Set offline/telemetry environment defaults (existing values win)."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(tempfile.gettempdir(), "humans-yolo"))
+    os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,149 @@
+"""Writing and reading WebDataset shards atomically, with a manifest of counts and checksums.
+
+``ShardWriter`` streams samples into ``PREFIX-NNNNNN.tar.tmp`` through webdataset's ``TarWriter``
+and renames the file only when it is whole, so a killed writer never leaves a truncated shard under
+a real name. The manifest is rewritten atomically after each shard closes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import webdataset as wds
+
+from .schema import MANIFEST_NAME, SHARD_RE, check_key, shard_name
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    samples: int
+    bytes: int
+    sha256: str
+    keys_sha256: str  # sha256 over the sorted sample keys: verify checks membership cheaply
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def keys_digest(keys: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+
+
+class ShardWriter:
+    """Write one shard: ``add(key, {ext: bytes|dict})`` then ``close()`` (or use as a context manager).
+
+    The shard appears under its final name only after ``close`` succeeded; ``abort`` (or an exception
+    inside the ``with`` block) removes the temporary file.
+    """
+
+    def __init__(self, out_dir: str | Path, prefix: str, index: int):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.name = shard_name(prefix, index)
+        self.final = self.out_dir / self.name
+        self.tmp = self.out_dir / (self.name + ".tmp")
+        self._fh = open(self.tmp, "wb")
+        self._writer = wds.TarWriter(self._fh)
+        self.keys: list[str] = []
+
+    def add(self, key: str, fields: dict[str, bytes | dict | str]) -> None:
+        check_key(key)
+        sample: dict[str, Any] = {"__key__": key}
+        for ext, value in fields.items():
+            if isinstance(value, dict):
+                value = json.dumps(value, sort_keys=True).encode()
+            elif isinstance(value, str):
+                value = value.encode()
+            sample[ext] = value
+        self._writer.write(sample)
+        self.keys.append(key)
+
+    def close(self) -> ShardInfo:
+        self._writer.close()  # closes the underlying file object too
+        if not self._fh.closed:
+            self._fh.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        info = ShardInfo(self.name, len(self.keys), self.tmp.stat().st_size, file_sha256(self.tmp),
+                         keys_digest(self.keys))
+        os.replace(self.tmp, self.final)
+        return info
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - best effort cleanup
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def write_manifest(out_dir: str | Path, shards: Iterable[ShardInfo], extra: dict | None = None) -> Path:
+    """Atomically (re)write ``manifest.json`` listing ``shards`` sorted by name."""
+    entries = sorted((asdict(s) for s in shards), key=lambda e: e["name"])
+    doc = {"format": "humans-shards-v1", "shards": entries,
+           "total_samples": sum(e["samples"] for e in entries), **(extra or {})}
+    path = Path(out_dir) / MANIFEST_NAME
+    atomic_write_json(path, doc)
+    return path
+
+
+def read_manifest(out_dir: str | Path) -> dict:
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {out_dir}: not a curated shard directory")
+    return json.loads(path.read_text())
+
+
+def list_shards(out_dir: str | Path) -> list[Path]:
+    """Whole shards in ``out_dir`` (temporary files are ignored), sorted by name."""
+    return sorted(p for p in Path(out_dir).glob("*.tar") if SHARD_RE.match(p.name))
+
+
+def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Samples of one shard as dicts ``{"__key__": key, ext: bytes}``, read with the webdataset library."""
+    ds = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+    yield from ds
+
+
+def tar_member_names(path: str | Path) -> list[str]:
+    """Member names read with the standard ``tarfile`` module (an independent reader of the format)."""
+    with tarfile.open(path, "r") as tf:
+        return tf.getnames()
+
+
+__all__ = ["ShardInfo", "ShardWriter", "atomic_write_bytes", "atomic_write_json", "file_sha256",
+           "iter_tar_samples", "keys_digest", "list_shards", "read_manifest", "tar_member_names",
+           "write_manifest"]
