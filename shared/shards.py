@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import webdataset as wds
-
 from .schema import MANIFEST_NAME, SHARD_RE, check_key, shard_name
 
 
@@ -68,6 +66,8 @@ class ShardWriter:
         self.name = shard_name(prefix, index)
         self.final = self.out_dir / self.name
         self.tmp = self.out_dir / (self.name + ".tmp")
+        import webdataset as wds  # imported here: webdataset pulls in torch, readers of manifests need neither
+
         self._fh = open(self.tmp, "wb")
         self._writer = wds.TarWriter(self._fh)
         self.keys: list[str] = []
@@ -134,6 +134,8 @@ def list_shards(out_dir: str | Path) -> list[Path]:
 
 def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
     """Samples of one shard as dicts ``{"__key__": key, ext: bytes}``, read with the webdataset library."""
+    import webdataset as wds
+
     ds = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
     yield from ds
 
