@@ -33,7 +33,7 @@ def _describe(err: dict[str, Any], source: str) -> str:
     if err.get("type") == "extra_forbidden":
         msg = "unknown key"
     text = f"{source}: key '{key}' has value {value!r}: {msg}"
-    if allowed and "expected" not in msg.lower():
+    if allowed and str(allowed) not in msg:
         text += f" (allowed: {allowed})"
     return text
 

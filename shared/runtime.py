@@ -11,6 +11,7 @@ OFFLINE_ENV = {
     "YOLO_OFFLINE": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_raylet_start_wait_time_s": "120",  # a loaded 2-core machine can take longer than the 60 s default
     "TOKENIZERS_PARALLELISM": "false",
     "GLOG_minloglevel": "2",
     "TF_CPP_MIN_LOG_LEVEL": "2",

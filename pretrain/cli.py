@@ -1,0 +1,149 @@
+"""``python -m pretrain``: ``train`` (single process or under torchrun), ``export``, ``models``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared.config import ConfigError
+from shared.runtime import setup_runtime
+
+# flag -> dotted config key (values parsed by argparse with the given type)
+_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--model", "model", str, "backbone name (see `python -m pretrain models`), e.g. sapiens2-0.4b"),
+    ("--shards", "data.shards", str, "input shards: a curated run directory (its manifest), a brace "
+                                     "pattern 'OUT/humans-{000000..000099}.tar', a glob or a comma list"),
+    ("--objective", "objective", str, "mae | cl | mae+cl (the ablation switch; default mae+cl)"),
+    ("--lam", "lam", float, "weight of the self-distillation loss: total = MAE + lam * CL"),
+    ("--steps", "steps", int, "total optimizer steps of the run"),
+    ("--batch-size", "data.batch_size", int, "images per rank per step (global batch = this x ranks)"),
+    ("--num-workers", "data.num_workers", int, "decoding worker processes per rank (0: main process)"),
+    ("--shuffle-buffer", "data.shuffle_buffer", int, "samples held per worker for shuffling"),
+    ("--lr", "optim.lr", float, "peak learning rate (AdamW)"),
+    ("--min-lr", "optim.min_lr", float, "final learning rate of the cosine schedule"),
+    ("--warmup-steps", "optim.warmup_steps", int, "linear warm-up steps"),
+    ("--weight-decay", "optim.weight_decay", float, "AdamW weight decay (matrices only)"),
+    ("--grad-clip", "optim.grad_clip", float, "clip the global gradient norm to this (0: off)"),
+    ("--global-size", "views.global_size", int, "side of the 2 global views in pixels (multiple of the cell size)"),
+    ("--local-size", "views.local_size", int, "side of the local views in pixels (multiple of the cell size)"),
+    ("--n-local", "views.n_local", int, "number of local views per image (CL branch only)"),
+    ("--mask-ratio", "mae.mask_ratio", float, "fraction of cells hidden from the encoder (MAE)"),
+    ("--prototypes", "cl.out_dim", int, "K, the number of prototypes of the self-distillation head"),
+    ("--tau", "cl.tau", float, "teacher EMA momentum (start value of the cosine schedule)"),
+    ("--tau-schedule", "cl.tau_schedule", str, "constant | cosine (cosine goes to cl.tau_end, 1.0 by default)"),
+    ("--precision", "precision", str, "auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32"),
+    ("--distributed", "distributed", str, "ddp | fsdp: strategy when launched on several ranks"),
+    ("--log-every", "log_every", int, "write a metrics.csv row every N steps"),
+    ("--ckpt-every", "ckpt_every", int, "save a checkpoint every N steps (and at the end)"),
+    ("--keep-ckpts", "keep_ckpts", int, "keep the N newest checkpoints (0: all)"),
+    ("--seed", "seed", int, "seed of the model init, data order, views and masks"),
+    ("--device", "device", str, "auto | cpu | cuda"),
+    ("--threads", "threads", int, "torch CPU threads (0: torch default)"),
+]
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="pretrain a backbone on shards (MAE + self-distillation)",
+                       description="Pretrain a backbone. Works alone or under `torchrun --nproc-per-node N "
+                                   "-m pretrain train ...` (DDP, or FSDP with --distributed fsdp). Flags override "
+                                   "--config; --set KEY=VALUE overrides any config key (dotted, e.g. cl.teacher_temp=0.05).")
+    p.add_argument("--out", required=True, help="run directory: config.yaml, metrics.csv, ckpt/step_NNNNNNNN.pt")
+    p.add_argument("--config", help="YAML file of TrainConfig keys (default: RUN/config.yaml when resuming)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out (model, teacher, optimizer, scheduler, "
+                        "step, RNG and data position)")
+    for flag, _key, typ, help_ in _FLAGS:
+        p.add_argument(flag, dest=_dest(flag), type=typ, default=None, help=help_)
+    p.add_argument("--norm-pix-loss", dest="norm_pix_loss", action="store_true", default=None,
+                   help="MAE targets normalised per cell (mean/std of each cell's pixels)")
+    p.add_argument("--grad-checkpointing", dest="grad_checkpointing", action="store_true", default=None,
+                   help="recompute backbone block activations in backward (less memory, ~30%% slower)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key (value parsed as YAML); repeatable")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import load_train_config
+    from .trainer import NonFiniteLossError, Trainer
+
+    overrides: dict[str, Any] = {}
+    for flag, key, _typ, _h in _FLAGS:
+        v = getattr(args, _dest(flag))
+        if v is not None:
+            overrides[key] = v
+    if args.norm_pix_loss:
+        overrides["mae.norm_pix_loss"] = True
+    if args.grad_checkpointing:
+        overrides["grad_checkpointing"] = True
+    for item in args.sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = yaml.safe_load(v)
+    config = args.config
+    if config is None and args.resume and (Path(args.out) / "config.yaml").is_file():
+        config = Path(args.out) / "config.yaml"
+    cfg = load_train_config(config, overrides)
+    trainer = Trainer(cfg, args.out, resume=args.resume)
+    try:
+        summary = trainer.run()
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        trainer.close()
+    if trainer.dist.is_main:
+        last = ", ".join(f"{k}={v:.4g}" for k, v in summary["last"].items() if k.startswith("loss"))
+        print(f"done: step {summary['step']}, {last}, {summary['images_per_s']:.1f} images/s, "
+              f"checkpoint {summary['last_checkpoint']}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_backbone
+
+    out = export_backbone(args.checkpoint, args.out, args.weights)
+    print(out)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from shared.backbone import print_model_table
+
+    print_model_table(args.height, args.width)   # shared.backbone.model_table() as a table
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(sub)
+    e = sub.add_parser("export", help="checkpoint -> backbone.safetensors (for the heads)",
+                       description="Write the backbone of a training checkpoint as safetensors "
+                                   "(shared.backbone.save_backbone).")
+    e.add_argument("checkpoint", help="a step_NNNNNNNN.pt file, RUN/ckpt or RUN (newest checkpoint used)")
+    e.add_argument("--out", required=True, help="output .safetensors path")
+    e.add_argument("--weights", choices=("auto", "teacher", "student"), default="auto",
+                   help="which encoder to export (auto: the EMA teacher when the run has one)")
+    m = sub.add_parser("models", help="print the backbone family: parameters, GFLOPs, memory",
+                       description="Print shared.backbone.model_table().")
+    m.add_argument("--height", type=int, default=1024, help="input height for GFLOPs/memory")
+    m.add_argument("--width", type=int, default=768, help="input width for GFLOPs/memory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_runtime()
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": _train, "export": _export, "models": _models}[args.command](args)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,221 @@
+"""Typed training configuration (``TrainConfig``): every knob of a pretraining run, validated at load.
+
+A run is configured by a YAML file (``--config``), command-line flags (which win over the file) or
+both; the resolved config is written to ``RUN/config.yaml`` so a run can be resumed or repeated.
+Errors name the key, the value and what is allowed (``shared.config.ConfigError``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from shared.config import ConfigError, StrictModel, load_yaml, validate
+
+Objective = Literal["mae", "cl", "mae+cl"]
+
+
+class ViewsConfig(StrictModel):
+    """Multi-crop views. Global views: geometric augmentation only (no colour); local views: both."""
+
+    global_size: int = 224
+    n_global: int = 2
+    global_scale: tuple[float, float] = (0.32, 1.0)   # RandomResizedCrop area range
+    local_size: int = 96
+    n_local: int = 6
+    local_scale: tuple[float, float] = (0.05, 0.32)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)      # aspect-ratio range of the crops
+    hflip_p: float = 0.5
+    # colour augmentation (local views only)
+    color_jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.2
+
+    @model_validator(mode="after")
+    def _check(self) -> "ViewsConfig":
+        for key in ("global_size", "local_size"):
+            if getattr(self, key) < 16:
+                raise ConfigError(f"views: key '{key}' has value {getattr(self, key)!r}: allowed >= 16")
+        if self.n_global != 2:
+            raise ConfigError(f"views: key 'n_global' has value {self.n_global!r}: allowed 2 "
+                              "(the self-distillation pairs are defined over two global views)")
+        if self.n_local < 0:
+            raise ConfigError(f"views: key 'n_local' has value {self.n_local!r}: allowed >= 0")
+        for key in ("global_scale", "local_scale", "ratio", "blur_sigma"):
+            lo, hi = getattr(self, key)
+            if not 0 < lo <= hi:
+                raise ConfigError(f"views: key '{key}' has value {(lo, hi)!r}: allowed 0 < low <= high")
+        for key in ("hflip_p", "color_jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"views: key '{key}' has value {getattr(self, key)!r}: allowed 0..1")
+        return self
+
+
+class MaeConfig(StrictModel):
+    """Pixel MAE branch: cell masking, light decoder, masked-only MSE."""
+
+    mask_ratio: float = 0.75
+    decoder_dim: int = 256
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    norm_pix_loss: bool = False        # per-cell normalised targets (MAE's norm_pix_loss)
+    mask_local: bool = False           # also mask (and reconstruct) the local views
+
+    @model_validator(mode="after")
+    def _check(self) -> "MaeConfig":
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ConfigError(f"mae: key 'mask_ratio' has value {self.mask_ratio!r}: allowed 0 < r < 1")
+        if self.decoder_dim % self.decoder_heads:
+            raise ConfigError(f"mae: key 'decoder_dim' has value {self.decoder_dim!r}: allowed a "
+                              f"multiple of decoder_heads={self.decoder_heads}")
+        if self.decoder_depth < 0:
+            raise ConfigError(f"mae: key 'decoder_depth' has value {self.decoder_depth!r}: allowed >= 0")
+        return self
+
+
+class ClConfig(StrictModel):
+    """Self-distillation branch: projection head to K prototypes, EMA teacher, centring, sharpening."""
+
+    out_dim: int = 65536               # K prototypes
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    n_layers: int = 3
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04  # linear ramp to teacher_temp over teacher_temp_warmup_steps
+    teacher_temp_warmup_steps: int = 0
+    center_momentum: float = 0.9
+    tau: float = 0.992                 # teacher EMA momentum
+    tau_schedule: Literal["constant", "cosine"] = "constant"
+    tau_end: float = 1.0               # final momentum of the cosine schedule
+
+    @model_validator(mode="after")
+    def _check(self) -> "ClConfig":
+        for key in ("out_dim", "hidden_dim", "bottleneck_dim", "n_layers"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"cl: key '{key}' has value {getattr(self, key)!r}: allowed >= 1")
+        for key in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"cl: key '{key}' has value {getattr(self, key)!r}: allowed > 0")
+        for key in ("tau", "tau_end", "center_momentum"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"cl: key '{key}' has value {getattr(self, key)!r}: allowed 0..1")
+        return self
+
+
+class OptimConfig(StrictModel):
+    """AdamW with linear warm-up then cosine decay; gradient clipping by global norm."""
+
+    lr: float = 1.5e-4                 # peak learning rate (per global batch, see scale_lr)
+    min_lr: float = 1e-6
+    scale_lr: bool = False             # multiply lr by global_batch / 256
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 1000
+    grad_clip: float = 3.0             # 0 disables clipping
+
+    @model_validator(mode="after")
+    def _check(self) -> "OptimConfig":
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ConfigError(f"optim: keys 'lr'/'min_lr' have values {self.lr!r}/{self.min_lr!r}: "
+                              "allowed 0 <= min_lr <= lr, lr > 0")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ConfigError("optim: 'warmup_steps', 'grad_clip' and 'weight_decay' must be >= 0 "
+                              f"(got {self.warmup_steps!r}, {self.grad_clip!r}, {self.weight_decay!r})")
+        return self
+
+
+class DataConfig(StrictModel):
+    """Streaming shard input."""
+
+    shards: str = ""                   # brace pattern, glob, run directory, or comma-separated list
+    batch_size: int = 64               # per rank
+    num_workers: int = 4               # decoding processes per rank (0: decode in the main process)
+    shuffle_buffer: int = 2000         # samples held for shuffling, per worker
+    shuffle_initial: int = 500
+    prefetch_factor: int = 2
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        for key in ("batch_size", "shuffle_buffer", "shuffle_initial", "prefetch_factor"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data: key '{key}' has value {getattr(self, key)!r}: allowed >= 1")
+        if self.num_workers < 0:
+            raise ConfigError(f"data: key 'num_workers' has value {self.num_workers!r}: allowed >= 0")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """A whole pretraining run."""
+
+    model: str = "sapiens2-tiny"
+    model_overrides: dict[str, Any] = Field(default_factory=dict)  # BackboneConfig fields
+    objective: Objective = "mae+cl"
+    lam: float = 1.0                   # total loss = MAE + lam * CL
+    steps: int = 100_000
+    seed: int = 0
+    views: ViewsConfig = Field(default_factory=ViewsConfig)
+    mae: MaeConfig = Field(default_factory=MaeConfig)
+    cl: ClConfig = Field(default_factory=ClConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"   # auto: bf16 autocast on CUDA, fp32 on CPU
+    grad_checkpointing: bool = False
+    distributed: Literal["ddp", "fsdp"] = "ddp"           # strategy when WORLD_SIZE > 1
+    log_every: int = 10
+    ckpt_every: int = 1000
+    keep_ckpts: int = 3                # most recent checkpoints kept (0 keeps all)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0                   # torch intra-op threads on CPU (0: leave torch's default)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        for key in ("steps", "log_every", "ckpt_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"key '{key}' has value {getattr(self, key)!r}: allowed >= 1")
+        if self.lam < 0:
+            raise ConfigError(f"key 'lam' has value {self.lam!r}: allowed >= 0")
+        if self.keep_ckpts < 0:
+            raise ConfigError(f"key 'keep_ckpts' has value {self.keep_ckpts!r}: allowed >= 0")
+        return self
+
+    @property
+    def use_mae(self) -> bool:
+        return "mae" in self.objective
+
+    @property
+    def use_cl(self) -> bool:
+        return "cl" in self.objective
+
+    @property
+    def n_local(self) -> int:
+        """Local views actually produced: none for the MAE-only objective (nothing would use them)."""
+        return self.views.n_local if self.use_cl else 0
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read ``path`` (YAML, optional) and apply dotted ``overrides`` (``{"optim.lr": 1e-3}``)."""
+    data: dict[str, Any] = dict(load_yaml(path)) if path else {}
+    source = str(path) if path else "config"
+    for dotted, value in (overrides or {}).items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: key '{dotted}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return validate(TrainConfig, data, source=source)
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """The config as YAML (tuples written as lists), readable back by ``load_train_config``."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,90 @@
+"""Self-distillation (DINO-style) branch: projection head to K prototypes and the cross-view loss.
+
+``DinoHead``: MLP -> bottleneck -> L2 normalisation -> cosine logits against K L2-normalised
+prototypes (the weight-normalised last layer of DINO with its gain fixed to 1).
+
+``DinoLoss``: the teacher's logits are centred (running mean over the global batch, all-reduced
+across ranks) and sharpened by a low temperature; the student's by ``student_temp``. The loss is
+the cross-entropy ``-sum p_t log p_s`` averaged over every pair (teacher view i, student view j)
+with i != j. The teacher sees the global views only (indices 0..n_global-1); the student sees the
+global views and the local views (appended after them), so view j == i is the same crop and skipped.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+class DinoHead(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256,
+                 n_layers: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        dim = in_dim
+        for _ in range(max(0, n_layers - 1)):
+            layers += [nn.Linear(dim, hidden_dim), nn.GELU()]
+            dim = hidden_dim
+        layers.append(nn.Linear(dim, bottleneck_dim))
+        self.mlp = nn.Sequential(*layers)
+        self.prototypes = nn.Parameter(torch.empty(out_dim, bottleneck_dim))
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.prototypes, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(self.mlp(x), dim=-1, eps=1e-6)
+        return z @ F.normalize(self.prototypes, dim=-1, eps=1e-6).t()
+
+
+def teacher_temperature(step: int, warmup_temp: float, temp: float, warmup_steps: int) -> float:
+    """Linear ramp from ``warmup_temp`` to ``temp`` over ``warmup_steps``, then constant."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return temp
+    return warmup_temp + (temp - warmup_temp) * step / warmup_steps
+
+
+class DinoLoss(nn.Module):
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+        super().__init__()
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    @torch.no_grad()
+    def teacher_probs(self, teacher_logits: torch.Tensor, temp: float) -> torch.Tensor:
+        """Centred, sharpened teacher distribution (fp32)."""
+        return F.softmax((teacher_logits.float() - self.center) / temp, dim=-1)
+
+    def forward(self, student_logits: list[torch.Tensor], teacher_probs: list[torch.Tensor]) -> torch.Tensor:
+        total = student_logits[0].new_zeros((), dtype=torch.float32)
+        pairs = 0
+        logp = [F.log_softmax(s.float() / self.student_temp, dim=-1) for s in student_logits]
+        for i, pt in enumerate(teacher_probs):
+            for j, lp in enumerate(logp):
+                if i == j:
+                    continue
+                total = total + (-(pt * lp).sum(dim=-1)).mean()
+                pairs += 1
+        if pairs == 0:
+            raise ValueError("self-distillation needs at least one pair of different views")
+        return total / pairs
+
+    @torch.no_grad()
+    def update_center(self, teacher_logits: torch.Tensor) -> None:
+        """EMA of the teacher's batch mean, over the global batch when distributed."""
+        t = teacher_logits.float()
+        stats = torch.cat([t.sum(dim=0), t.new_tensor([t.shape[0]])])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)
+        batch_center = (stats[:-1] / stats[-1]).unsqueeze(0)
+        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
+
+
+@torch.no_grad()
+def entropy(probs: torch.Tensor) -> float:
+    """Mean entropy (nats) of a batch of distributions."""
+    return float(-(probs * probs.clamp_min(1e-12).log()).sum(dim=-1).mean())
