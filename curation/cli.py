@@ -1,0 +1,157 @@
+"""Command line of the curation area: ``run``, ``demo-pool``, ``score`` (and ``report``, ``verify``
+from ``curation.report.cli``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from shared.runtime import setup_runtime
+
+RUN_EPILOG = """\
+examples:
+  python -m curation run --pipeline humans --input POOL --output OUT
+  ray job submit --working-dir . -- python -m curation run --pipeline humans --input POOL --output OUT
+  python -m curation run --input POOL --output OUT --detector-weights yolov8n.pt --set person.min_score=0.4
+
+POOL is a folder of images, a .tar shard / folder of shards / glob / brace pattern
+(x-{000000..000009}.tar), or a .parquet/.csv file with a `url` column (optional `key`).
+Rerunning the same command on the same OUT resumes: finished tasks and shards are skipped.
+Under `ray job submit` (RAY_ADDRESS set) the job joins that cluster; otherwise a local Ray
+instance is started on 127.0.0.1 and stopped at the end.
+"""
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="curate a pool into WebDataset shards",
+                       description="Run a curation pipeline from pipelines.yaml over a pool: "
+                                   "read -> resolution -> quality -> person -> framing -> pHash dedup "
+                                   "-> embedding dedup -> shards, index.parquet, manifest.json.",
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", "--pool", dest="pool", required=True,
+                   help="the pool: image folder, tar shard(s) (path, folder, glob or brace pattern) or a "
+                        ".parquet/.csv list of URLs")
+    p.add_argument("--output", "--out", dest="out", required=True,
+                   help="run directory (shards, index.parquet, manifest.json, stages/, run.json); "
+                        "an existing one is resumed")
+    p.add_argument("--pipeline", default="humans", help="pipeline name in the config (default: humans)")
+    p.add_argument("--config", default=None,
+                   help="pipelines YAML file (default: pipelines.yaml at the repository root)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join ('auto' or host:port); default: RAY_ADDRESS if set (as under "
+                        "`ray job submit`), else start a local instance")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs of the local Ray instance (default: all cores; ignored on a cluster)")
+    p.add_argument("--detector-weights", default=None,
+                   help="ultralytics YOLO checkpoint (.pt) for the person stage; without it the bundled "
+                        "pretrained MediaPipe pose + face detector is used")
+    p.add_argument("--embedding-checkpoint", default=None,
+                   help="open_clip state dict (.pt/.safetensors) for the embedding stage; without it the "
+                        "model is RANDOMLY initialised (pixel-level near-duplicates only)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set quality.min_sharpness=30 --set "
+                        "samples_per_shard=500 --set embedding.resources.concurrency=2 (repeatable)")
+    p.add_argument("--summary-json", default=None, help="also write the run summary to this file")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    from .config import parse_set
+    from .pipeline import run_pipeline
+
+    overrides = parse_set(args.sets)
+    if args.detector_weights:
+        overrides.update({"person.detector": "yolo", "person.weights": args.detector_weights})
+    if args.embedding_checkpoint:
+        overrides["embedding.checkpoint"] = args.embedding_checkpoint
+    summary = run_pipeline(args.pool, args.out, pipeline=args.pipeline, config_path=args.config,
+                           ray_address=args.ray_address, num_cpus=args.num_cpus, overrides=overrides)
+    _print_summary(summary)
+    if args.summary_json:
+        from shared.shards import atomic_write_json
+
+        atomic_write_json(args.summary_json, summary)
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"{'stage':<14}{'in':>8}{'kept':>8}  rejected")
+    for stage, c in summary["stages"].items():
+        rej = ", ".join(f"{k}={v}" for k, v in sorted(c["rejected"].items()))
+        print(f"{stage:<14}{c['in']:>8}{c['out']:>8}  {rej}")
+    print(f"{summary['samples']} samples in {summary['shards']} shards under {summary['out']} "
+          f"({summary['seconds']['total']:.1f} s)")
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo-pool", help="write a labelled demo pool (offline)",
+                       description="Write a small labelled pool: people, no people, low-res, blurred, "
+                                   "badly exposed, duplicates, broken files and odd modes, with "
+                                   "labels.parquet giving each image's ground truth.")
+    p.add_argument("out", help="output folder (images/ and labels.parquet)")
+    p.add_argument("--n-people", type=int, default=None, help="number of clean person images")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--scale", choices=("small", "demo"), default="demo", help="pool size preset")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from .demo_pool import make_demo_pool
+
+    kw = {"seed": args.seed, "scale": args.scale}
+    if args.n_people is not None:
+        kw["n_people"] = args.n_people
+    path = make_demo_pool(args.out, **kw)
+    print(path)
+    return 0
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="precision/recall of every stage against a labelled pool",
+                       description="Score a finished run against the labels.parquet of the demo pool it "
+                                   "was run on: per stage precision and recall of the rejections.")
+    p.add_argument("run", help="run directory written by `curation run`")
+    p.add_argument("--pool", required=True, help="the labelled pool (folder with labels.parquet)")
+    p.add_argument("--json", default=None, help="where to write the scores (default: RUN/scores.json)")
+    p.set_defaults(func=_cmd_score)
+
+
+def _cmd_score(args) -> int:
+    from .scoring import format_table, score_run
+
+    scores = score_run(args.run, args.pool, json_path=args.json)
+    print(format_table(scores))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m curation",
+                                     description="Curate web image pools into human-centric WebDataset shards.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_demo(sub)
+    _add_score(sub)
+    try:
+        from .report.cli import add_report_parser, add_verify_parser
+    except ImportError:  # the report commands are optional in a partial checkout
+        pass
+    else:
+        add_report_parser(sub)
+        add_verify_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_runtime()
+    from shared.config import ConfigError
+
+    from .pipeline import PipelineStateError
+    from .sources import PoolSpecError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, PipelineStateError, PoolSpecError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,224 @@
+"""Typed model of ``pipelines.yaml``: each pipeline's stages in order, their thresholds and resources.
+
+Loaded through ``shared.config`` so a bad file fails before any work starts, with the key, the value
+and what is allowed. ``load_pipeline`` also applies ``--set stage.key=value`` style overrides to the
+raw YAML before validation, so overrides are checked exactly like the file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import Field, model_validator
+
+from shared.config import ConfigError, StrictModel, load_yaml, validate
+
+from .download import DownloadConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pipelines.yaml"
+
+# Canonical order and directory names of the stages (decision parquets live in OUT/stages/NN_name/).
+STAGE_ORDER = ("resolution", "quality", "person", "framing", "phash", "embedding")
+STAGE_DIRS = {"read": "00_read", **{n: f"{i + 1:02d}_{n}" for i, n in enumerate(STAGE_ORDER)}}
+
+
+class Resources(StrictModel):
+    """Ray resources of a stage: CPUs and GPUs per task/actor, images per model call, parallel workers."""
+
+    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per Ray task/actor of this stage")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per Ray task/actor of this stage")
+    batch_size: int = Field(16, ge=1, description="images per model call (person, embedding)")
+    concurrency: int = Field(1, ge=1, description="Ray tasks/actors of this stage running at once")
+
+
+class _Stage(StrictModel):
+    enabled: bool = True
+    resources: Resources = Field(default_factory=Resources)
+
+
+class ResolutionStage(_Stage):
+    """Stage 1: size and aspect ratio from the image header (no pixel decode)."""
+
+    name: Literal["resolution"]
+    min_short_side: int = Field(256, ge=1)
+    min_pixels: int = Field(0, ge=0)
+    max_pixels: int = Field(100_000_000, ge=1, description="decode refuses larger (bomb guard)")
+    max_aspect: float = Field(3.0, ge=1.0, description="long side / short side")
+
+
+class QualityStage(_Stage):
+    """Stage 2: sharpness, exposure, information and compression artefacts on the decoded pixels."""
+
+    name: Literal["quality"]
+    analysis_long_side: int = Field(512, ge=64, description="images are resized to this before scoring")
+    min_sharpness: float = Field(20.0, ge=0, description="variance of the Laplacian at analysis size")
+    min_mean: float = Field(25.0, ge=0, le=255)
+    max_mean: float = Field(230.0, ge=0, le=255)
+    max_dark_frac: float = Field(0.6, ge=0, le=1, description="fraction of pixels <= 5")
+    max_bright_frac: float = Field(0.6, ge=0, le=1, description="fraction of pixels >= 250")
+    min_entropy: float = Field(3.0, ge=0, le=8, description="grey-level entropy in bits")
+    min_jpeg_quality: int = Field(30, ge=0, le=100, description="estimated from the quantisation tables")
+    max_blockiness: float = Field(2.0, ge=1, description="8x8 boundary / interior gradient ratio")
+
+
+class PersonStage(_Stage):
+    """Stage 3: person detection; keeps images with at least ``min_persons`` confident people."""
+
+    name: Literal["person"]
+    detector: Literal["auto", "mediapipe", "hog", "mtcnn", "yolo"] = "auto"
+    weights: str | None = Field(None, description="ultralytics YOLO .pt (detector yolo / auto)")
+    min_score: float = Field(0.5, ge=0, le=1)
+    min_persons: int = Field(1, ge=1)
+    analysis_long_side: int = Field(640, ge=64)
+
+    @model_validator(mode="after")
+    def _weights_for_yolo(self) -> "PersonStage":
+        if self.detector == "yolo" and not self.weights:
+            raise ValueError("detector 'yolo' needs 'weights' (a path to an ultralytics .pt file)")
+        return self
+
+
+class FramingStage(_Stage):
+    """Stage 4: size of the largest person, number of people, truncation at the border."""
+
+    name: Literal["framing"]
+    min_person_height_frac: float = Field(0.2, ge=0, le=1, description="largest box height / image height")
+    min_person_area_frac: float = Field(0.02, ge=0, le=1, description="largest box area / image area")
+    max_persons: int = Field(6, ge=1)
+    border_margin_frac: float = Field(0.02, ge=0, le=0.5, description="a box this close to an edge touches it")
+    max_touching_sides: int = Field(3, ge=0, le=4, description="more box sides on the border = truncated")
+    max_cut_landmarks: int = Field(1, ge=0, description="more body landmarks outside the left, right or "
+                                                        "top border = truncated (a bottom cut is a portrait)")
+
+
+class PhashStage(_Stage):
+    """Stage 5: perceptual-hash dedup with LSH banding, grouped across Ray tasks."""
+
+    name: Literal["phash"]
+    hash_size: int = Field(8, ge=4, le=32, description="hash has hash_size**2 bits")
+    max_distance: int = Field(6, ge=0, description="Hamming distance for a near duplicate")
+    bands: int = Field(8, ge=1, description="LSH bands; > max_distance guarantees recall")
+    partitions: int = Field(4, ge=1, description="shuffle partitions (Ray reduce tasks)")
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> "PhashStage":
+        bits = self.hash_size ** 2
+        if bits % self.bands:
+            raise ValueError(f"bands={self.bands} must divide the {bits} hash bits")
+        return self
+
+
+class EmbeddingStage(_Stage):
+    """Stage 6: open_clip embeddings, faiss near-duplicate clusters resolved to one representative."""
+
+    name: Literal["embedding"]
+    model: str = Field("ViT-B-32", description="open_clip architecture name")
+    checkpoint: str | None = Field(None, description="open_clip state dict; None = RANDOM init")
+    image_size: int | None = Field(None, ge=32, description="input size override (smaller = faster)")
+    threshold: float = Field(0.95, ge=-1, le=1, description="cosine similarity for a near duplicate")
+    ivf_threshold: int = Field(200_000, ge=1, description="pools with at least this many vectors use IVF")
+    nlist: int | None = Field(None, ge=1, description="IVF (k-means) partitions; default 4*sqrt(n)")
+    nprobe: int = Field(2, ge=1, description="IVF: each vector joins its nprobe nearest partitions")
+    partitions: int = Field(4, ge=1, description="IVF: Ray reduce tasks the partitions are spread over")
+    kmeans_sample: int = Field(100_000, ge=1, description="IVF: vectors the k-means is trained on")
+
+
+StageConfig = Annotated[Union[ResolutionStage, QualityStage, PersonStage, FramingStage, PhashStage,
+                              EmbeddingStage], Field(discriminator="name")]
+
+
+class PipelineConfig(StrictModel):
+    """One pipeline: how the pool is split, how shards are written, and its stages in order."""
+
+    description: str = ""
+    items_per_task: int = Field(256, ge=1, description="pool items per Ray task (the resume unit)")
+    shard_prefix: str = Field("humans", pattern=r"^[A-Za-z0-9_\-]+$")
+    samples_per_shard: int = Field(1000, ge=1)
+    max_long_side: int | None = Field(None, ge=32, description="re-encode images whose long side is larger")
+    jpeg_quality: int = Field(95, ge=1, le=100, description="quality of re-encoded JPEGs")
+    normalize_modes: bool = Field(True, description="store CMYK/16-bit/palette/alpha/EXIF-rotated as RGB")
+    filter_resources: Resources = Field(default_factory=Resources,
+                                        description="read+decode task (also runs stages 1-2 when fused)")
+    download: DownloadConfig = Field(default_factory=DownloadConfig, description="URL pools only")
+    stages: list[StageConfig]
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> "PipelineConfig":
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stages {names} name a stage twice")
+        order = [STAGE_ORDER.index(n) for n in names]
+        if order != sorted(order):
+            raise ValueError(f"stages {names} must follow the order {list(STAGE_ORDER)}")
+        if "framing" in names and "person" not in names:
+            raise ValueError("stage 'framing' needs stage 'person' before it")
+        return self
+
+    def stage(self, name: str):
+        """The enabled stage called ``name``, or None."""
+        for s in self.stages:
+            if s.name == name and s.enabled:
+                return s
+        return None
+
+
+class PipelinesFile(StrictModel):
+    pipelines: dict[str, PipelineConfig]
+
+
+def _coerce(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict, pipeline: str, overrides: dict[str, Any] | None) -> dict:
+    """Set ``{"person.min_score": 0.6, "samples_per_shard": 10}`` in pipeline ``pipeline`` of ``raw``.
+
+    A dotted key whose first part names a stage addresses that stage; otherwise it addresses the
+    pipeline itself. Unknown keys are left for validation to report.
+    """
+    if not overrides:
+        return raw
+    pipe = raw.get("pipelines", {}).get(pipeline)
+    if not isinstance(pipe, dict):
+        return raw
+    stages = {s.get("name"): s for s in pipe.get("stages", []) if isinstance(s, dict)}
+    for key, value in overrides.items():
+        if isinstance(value, str):
+            value = _coerce(value)
+        parts = key.split(".")
+        if parts[0] in STAGE_ORDER:
+            if parts[0] not in stages:
+                raise ConfigError(f"override '{key}': pipeline '{pipeline}' has no stage '{parts[0]}' "
+                                  f"(stages: {list(stages)})")
+            target, parts = stages[parts[0]], parts[1:]
+        else:
+            target = pipe
+        for p in parts[:-1]:
+            target = target.setdefault(p, {})
+        target[parts[-1]] = value
+    return raw
+
+
+def load_pipeline(pipeline: str = "humans", config_path: str | Path | None = None,
+                  overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load pipeline ``pipeline`` from ``config_path`` (default: the repository's pipelines.yaml)."""
+    path = Path(config_path) if config_path else DEFAULT_CONFIG
+    raw = load_yaml(path)
+    if isinstance(raw, dict) and isinstance(raw.get("pipelines"), dict) and pipeline not in raw["pipelines"]:
+        raise ConfigError(f"{path}: key 'pipelines' has no pipeline {pipeline!r} "
+                          f"(allowed: {sorted(raw['pipelines'])})")
+    raw = apply_overrides(raw, pipeline, overrides)
+    doc = validate(PipelinesFile, raw, source=str(path))
+    return doc.pipelines[pipeline]
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """Turn CLI ``--set key=value`` strings into an overrides dict."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. person.min_score=0.6")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out

@@ -1,0 +1,209 @@
+"""Person detector backends for stage 3, all returning ``PersonBox``-shaped dicts in image pixels.
+
+- ``mediapipe`` (the embedded default): MediaPipe's bundled, pretrained BlazePose (pose,
+  ``model_complexity=1``) gives one person's 33 body landmarks and a box around them; MediaPipe's
+  bundled full-range face detector finds the other people (a face outside the pose box becomes a
+  person whose box is extrapolated from the face). Both models ship inside the mediapipe 0.10.21
+  wheel: nothing is downloaded.
+- ``hog``: OpenCV's pretrained HOG+SVM pedestrian detector (ships with opencv-python).
+- ``mtcnn``: facenet-pytorch's pretrained MTCNN face detector (weights ship in the wheel); faces
+  become people as above.
+- ``yolo``: an ultralytics YOLO checkpoint given by the user (``--detector-weights PATH``); class 0
+  (person) boxes, and keypoints when the checkpoint is a pose model.
+
+``auto`` picks ``yolo`` when weights are given and ``mediapipe`` otherwise.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from .config import PersonStage
+
+PersonDict = dict[str, Any]  # {"box": [x0,y0,x1,y1], "score": float, "landmarks": [[x,y,v],...]|None, "kind": str}
+
+
+class Detector(Protocol):
+    name: str
+    pretrained: bool
+
+    def detect(self, images: list[np.ndarray]) -> list[list[PersonDict]]: ...
+
+
+def _resize(rgb: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
+    h, w = rgb.shape[:2]
+    s = min(1.0, long_side / max(h, w))
+    if s < 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb), s
+
+
+def _face_to_person(box: tuple[float, float, float, float], w: int, h: int) -> list[float]:
+    """A person box extrapolated from a face box: about 3 face widths wide, 7 face heights tall."""
+    x0, y0, x1, y1 = box
+    fw, fh = x1 - x0, y1 - y0
+    cx = (x0 + x1) / 2
+    return [max(0.0, cx - 1.5 * fw), max(0.0, y0 - 0.3 * fh), min(float(w), cx + 1.5 * fw),
+            min(float(h), y0 + 7.0 * fh)]
+
+
+def _inside(box: list[float], outer: list[float], tol: float = 0.5) -> bool:
+    """True when at least ``tol`` of ``box``'s area lies inside ``outer``."""
+    ix = max(0.0, min(box[2], outer[2]) - max(box[0], outer[0]))
+    iy = max(0.0, min(box[3], outer[3]) - max(box[1], outer[1]))
+    area = max(1e-6, (box[2] - box[0]) * (box[3] - box[1]))
+    return ix * iy / area >= tol
+
+
+class MediaPipeDetector:
+    """BlazePose (one person, 33 landmarks) plus the full-range face detector (the rest)."""
+
+    name = "mediapipe-pose+face"
+    pretrained = True
+
+    def __init__(self, cfg: PersonStage):
+        import mediapipe as mp  # bundled models; model_complexity=1 is the one shipped in the wheel
+
+        self.cfg = cfg
+        self.pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
+                                           min_detection_confidence=0.5)
+        self.face = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+
+    def _one(self, rgb: np.ndarray) -> list[PersonDict]:
+        small, s = _resize(rgb, self.cfg.analysis_long_side)
+        h, w = small.shape[:2]
+        H, W = rgb.shape[:2]
+        people: list[PersonDict] = []
+        pose_box = None
+        res = self.pose.process(small)
+        if res.pose_landmarks is not None:
+            lm = np.array([[p.x, p.y, p.visibility] for p in res.pose_landmarks.landmark], dtype=np.float64)
+            vis = lm[:, 2]
+            seen = lm[vis >= 0.5] if (vis >= 0.5).sum() >= 4 else lm
+            x0, y0 = seen[:, 0].min(), seen[:, 1].min()
+            x1, y1 = seen[:, 0].max(), seen[:, 1].max()
+            padx, pady = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
+            box = [float(np.clip(x0 - padx, 0, 1) * W), float(np.clip(y0 - pady, 0, 1) * H),
+                   float(np.clip(x1 + padx, 0, 1) * W), float(np.clip(y1 + pady, 0, 1) * H)]
+            score = float(np.sort(vis)[-10:].mean())  # confidence of the ten clearest landmarks
+            landmarks = [[round(float(x * W), 2), round(float(y * H), 2), round(float(v), 4)] for x, y, v in lm]
+            pose_box = box
+            people.append({"box": box, "score": round(score, 4), "landmarks": landmarks, "kind": "pose"})
+        fres = self.face.process(small)
+        for det in fres.detections or []:
+            rb = det.location_data.relative_bounding_box
+            fbox = (rb.xmin * W, rb.ymin * H, (rb.xmin + rb.width) * W, (rb.ymin + rb.height) * H)
+            pbox = _face_to_person(fbox, W, H)
+            if pose_box is not None and _inside([max(0, fbox[0]), max(0, fbox[1]), fbox[2], fbox[3]], pose_box):
+                people[0]["face_score"] = round(float(det.score[0]), 4)
+                continue
+            people.append({"box": pbox, "score": round(float(det.score[0]), 4), "landmarks": None,
+                           "kind": "face", "face_box": [round(float(v), 2) for v in fbox]})
+        return people
+
+    def detect(self, images: list[np.ndarray]) -> list[list[PersonDict]]:
+        return [self._one(im) for im in images]
+
+
+class HogDetector:
+    """OpenCV's pretrained HOG + linear SVM pedestrian detector (whole, upright bodies)."""
+
+    name = "opencv-hog"
+    pretrained = True
+
+    def __init__(self, cfg: PersonStage):
+        self.cfg = cfg
+        self.hog = cv2.HOGDescriptor()
+        self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+
+    def detect(self, images: list[np.ndarray]) -> list[list[PersonDict]]:
+        out = []
+        for rgb in images:
+            small, s = _resize(rgb, self.cfg.analysis_long_side)
+            rects, weights = self.hog.detectMultiScale(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY),
+                                                       winStride=(8, 8), padding=(8, 8), scale=1.05)
+            people = []
+            for (x, y, w, h), wt in zip(np.asarray(rects).reshape(-1, 4), np.ravel(weights)):
+                score = float(1.0 / (1.0 + np.exp(-2.0 * float(wt))))  # SVM margin -> (0, 1)
+                people.append({"box": [x / s, y / s, (x + w) / s, (y + h) / s], "score": round(score, 4),
+                               "landmarks": None, "kind": "hog"})
+            out.append(people)
+        return out
+
+
+class MtcnnDetector:
+    """facenet-pytorch's pretrained MTCNN face detector; each face becomes a person."""
+
+    name = "mtcnn-face"
+    pretrained = True
+
+    def __init__(self, cfg: PersonStage):
+        from facenet_pytorch import MTCNN
+
+        self.cfg = cfg
+        self.mtcnn = MTCNN(keep_all=True, device="cpu")
+
+    def detect(self, images: list[np.ndarray]) -> list[list[PersonDict]]:
+        from PIL import Image
+
+        out = []
+        for rgb in images:
+            small, s = _resize(rgb, self.cfg.analysis_long_side)
+            H, W = rgb.shape[:2]
+            boxes, probs = self.mtcnn.detect(Image.fromarray(small))
+            people = []
+            for b, p in zip(boxes if boxes is not None else [], probs if probs is not None else []):
+                fbox = tuple(float(v) / s for v in b)
+                people.append({"box": _face_to_person(fbox, W, H), "score": round(float(p), 4),
+                               "landmarks": None, "kind": "face", "face_box": [round(v, 2) for v in fbox]})
+            out.append(people)
+        return out
+
+
+class YoloDetector:
+    """An ultralytics YOLO checkpoint from the user: person (class 0) boxes, keypoints if a pose model."""
+
+    name = "ultralytics-yolo"
+
+    def __init__(self, cfg: PersonStage):
+        if not cfg.weights or not os.path.isfile(cfg.weights):
+            raise FileNotFoundError(f"person.weights: YOLO checkpoint {cfg.weights!r} not found")
+        from ultralytics import YOLO
+
+        self.cfg = cfg
+        self.model = YOLO(cfg.weights)
+        self.name = f"ultralytics-yolo:{os.path.basename(cfg.weights)}"
+        self.pretrained = "random" not in os.path.basename(cfg.weights).lower()
+
+    def detect(self, images: list[np.ndarray]) -> list[list[PersonDict]]:
+        bgr = [np.ascontiguousarray(im[:, :, ::-1]) for im in images]
+        results = self.model.predict(bgr, imgsz=self.cfg.analysis_long_side, classes=[0],
+                                     conf=min(self.cfg.min_score, 0.25), verbose=False, device="cpu")
+        out = []
+        for r in results:
+            people = []
+            boxes = r.boxes
+            kps = getattr(r, "keypoints", None)
+            for i in range(len(boxes)):
+                x0, y0, x1, y1 = (float(v) for v in boxes.xyxy[i].tolist())
+                lm = None
+                if kps is not None and kps.data is not None and len(kps.data) > i:
+                    lm = [[round(float(a), 2) for a in row] for row in kps.data[i].tolist()]
+                people.append({"box": [x0, y0, x1, y1], "score": round(float(boxes.conf[i]), 4),
+                               "landmarks": lm, "kind": "yolo"})
+            out.append(people)
+        return out
+
+
+_BACKENDS = {"mediapipe": MediaPipeDetector, "hog": HogDetector, "mtcnn": MtcnnDetector, "yolo": YoloDetector}
+
+
+def build_detector(cfg: PersonStage) -> Detector:
+    """The detector ``cfg`` asks for (``auto``: YOLO when weights are given, else MediaPipe)."""
+    kind = cfg.detector
+    if kind == "auto":
+        kind = "yolo" if cfg.weights else "mediapipe"
+    return _BACKENDS[kind](cfg)

@@ -1,0 +1,165 @@
+"""Stage 6: embedding dedup: open_clip image embeddings, faiss near-duplicate search, clusters
+resolved to one representative.
+
+The model is an open_clip architecture loaded from a user checkpoint (``checkpoint``); without one
+it is RANDOMLY INITIALISED (no pretrained weights can be downloaded here). A random ViT still maps
+near-identical pixels to near-identical vectors, which is what near-duplicate detection needs, but it
+carries no semantics: that is said in the logs, ``run.json`` and every sample's metadata.
+
+Search has two paths, chosen by pool size:
+
+- small pools (< ``ivf_threshold`` vectors): one exact ``IndexFlatIP`` range search over all
+  vectors (cosine similarity >= ``threshold``);
+- large pools: IVF-style partitioning: k-means centroids (``nlist``, trained on a sample) split the
+  space; every vector joins its ``nprobe`` nearest partitions; each partition is an independent
+  exact flat index searched in its own Ray task. No process holds every vector, and partitions can
+  live on different nodes (sharded indices); ``nprobe > 1`` keeps pairs that straddle a boundary.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+REASONS = ("embedding_duplicate",)
+
+
+class Embedder:
+    """An open_clip image tower; ``embed`` returns L2-normalised float32 vectors."""
+
+    def __init__(self, model: str, checkpoint: str | None = None, image_size: int | None = None,
+                 threads: int = 1, device: str = "cpu", seed: int = 0):
+        import open_clip
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        kwargs = {"force_image_size": image_size} if image_size else {}
+        # A fixed seed: every actor, process and rerun builds the SAME random network, so vectors
+        # from different tasks are comparable and reruns (resume) give the same decisions.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = open_clip.create_model(model, pretrained=None, **kwargs)
+        if checkpoint:
+            if checkpoint.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                state = load_file(checkpoint)
+            else:
+                state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+            state = {k.removeprefix("module."): v for k, v in state.items()}
+            net.load_state_dict(state, strict=False)
+        self.random_init = checkpoint is None
+        self.description = (f"open_clip {model} RANDOM INIT seed {seed} (no checkpoint given; no semantics)"
+                            if self.random_init else f"open_clip {model} from {checkpoint}")
+        self.net = net.eval().to(device)
+        self.device = device
+        cfg = getattr(net.visual, "preprocess_cfg", {}) or {}
+        size = net.visual.image_size
+        self.size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = np.array(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), np.float32)
+        self.std = np.array(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), np.float32)
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """Resize the short side to the model size, centre crop, normalise; CHW float32."""
+        import cv2
+
+        h, w = rgb.shape[:2]
+        s = self.size / min(h, w)
+        nh, nw = max(self.size, round(h * s)), max(self.size, round(w * s))
+        im = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        y0, x0 = (nh - self.size) // 2, (nw - self.size) // 2
+        im = im[y0:y0 + self.size, x0:x0 + self.size].astype(np.float32) / 255.0
+        return ((im - self.mean) / self.std).transpose(2, 0, 1)
+
+    def embed(self, images: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        if not images:
+            return np.zeros((0, self.net.visual.output_dim), np.float32)
+        x = torch.from_numpy(np.stack([self.preprocess(im) for im in images])).to(self.device)
+        with torch.inference_mode():
+            y = self.net.encode_image(x).float()
+        y = torch.nn.functional.normalize(y, dim=-1)
+        return y.cpu().numpy().astype(np.float32)
+
+
+def flat_edges(x: np.ndarray, threshold: float, chunk: int = 8192) -> list[tuple[int, int, float]]:
+    """Exact search: every pair (i < j) with inner product >= threshold, via IndexFlatIP range search."""
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    if n < 2:
+        return []
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    out: list[tuple[int, int, float]] = []
+    for q0 in range(0, n, chunk):
+        lims, dist, ids = index.range_search(x[q0:q0 + chunk], float(threshold) - 1e-6)
+        for qi in range(len(lims) - 1):
+            i = q0 + qi
+            for j, d in zip(ids[lims[qi]:lims[qi + 1]], dist[lims[qi]:lims[qi + 1]]):
+                if j > i:
+                    out.append((i, int(j), float(d)))
+    return out
+
+
+def default_nlist(n: int) -> int:
+    return max(1, int(4 * np.sqrt(n)))
+
+
+def train_centroids(sample: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
+    """k-means centroids (spherical, cosine) of a sample of the vectors."""
+    import faiss
+
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    nlist = max(1, min(nlist, len(sample)))
+    km = faiss.Kmeans(sample.shape[1], nlist, niter=10, seed=seed, spherical=True, verbose=False,
+                      min_points_per_centroid=1, max_points_per_centroid=256)
+    km.train(sample)
+    return km.centroids.astype(np.float32)
+
+
+def assign_partitions(x: np.ndarray, centroids: np.ndarray, nprobe: int) -> np.ndarray:
+    """[n, nprobe] ids of each vector's nearest centroids (by inner product)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    _, ids = index.search(np.ascontiguousarray(x, dtype=np.float32), min(nprobe, len(centroids)))
+    return ids
+
+
+def partitioned_edges(x: np.ndarray, lists: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+    """IVF search of one process: exact range search inside every partition of ``lists`` ([n, nprobe]).
+
+    The Ray pipeline runs the same per-partition search (``flat_edges``) spread over tasks.
+    """
+    members: dict[int, list[int]] = {}
+    for i, row in enumerate(lists):
+        for l in row:
+            members.setdefault(int(l), []).append(i)
+    edges: dict[tuple[int, int], float] = {}
+    for l, idx in members.items():
+        if len(idx) < 2:
+            continue
+        idx_arr = np.asarray(idx)
+        for a, b, s in flat_edges(x[idx_arr], threshold):
+            i, j = int(idx_arr[a]), int(idx_arr[b])
+            edges[(min(i, j), max(i, j))] = s
+    return [(i, j, s) for (i, j), s in sorted(edges.items())]
+
+
+def dedup_edges(x: np.ndarray, threshold: float, ivf_threshold: int, nlist: int | None = None,
+                nprobe: int = 2, kmeans_sample: int = 100_000, seed: int = 0) -> tuple[list, dict]:
+    """In-process near-duplicate edges of ``x`` taking the same path the pipeline takes (flat or IVF)."""
+    n = len(x)
+    if n < ivf_threshold:
+        return flat_edges(x, threshold), {"index": "flat", "n": n}
+    nl = nlist or default_nlist(n)
+    rng = np.random.default_rng(seed)
+    sample = x[rng.choice(n, size=min(n, kmeans_sample), replace=False)]
+    centroids = train_centroids(sample, nl, seed)
+    lists = assign_partitions(x, centroids, nprobe)
+    return partitioned_edges(x, lists, threshold), {"index": "ivf", "n": n, "nlist": len(centroids),
+                                                    "nprobe": nprobe}

@@ -1,0 +1,95 @@
+"""pipelines.yaml is validated at load: bad keys/values fail naming the key, the value and what is allowed."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from curation.config import DEFAULT_CONFIG, STAGE_ORDER, load_pipeline, parse_set
+from shared.config import ConfigError
+
+
+def _write(tmp_path, doc) -> str:
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def _base() -> dict:
+    return copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+
+
+def test_shipped_pipelines_load_with_all_six_stages_in_order():
+    for name in ("humans", "humans-test"):
+        cfg = load_pipeline(name)
+        assert [s.name for s in cfg.stages] == list(STAGE_ORDER)
+        for s in cfg.stages:
+            assert s.resources.num_cpus >= 0 and s.resources.batch_size >= 1 and s.resources.concurrency >= 1
+    assert load_pipeline("humans").stage("embedding").checkpoint is None  # random init, stated in outputs
+
+
+def test_unknown_stage_name_lists_the_allowed_names(tmp_path):
+    doc = _base()
+    doc["pipelines"]["humans"]["stages"][1]["name"] = "qualty"
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("humans", _write(tmp_path, doc))
+    text = str(err.value)
+    assert "pipelines.humans.stages.1" in text and "qualty" in text
+    for allowed in ("'resolution'", "'quality'", "'person'", "'framing'", "'phash'", "'embedding'"):
+        assert allowed in text
+
+
+def test_bad_value_names_key_value_and_allowed(tmp_path):
+    doc = _base()
+    doc["pipelines"]["humans"]["stages"][2]["detector"] = "rcnn"
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("humans", _write(tmp_path, doc))
+    text = str(err.value)
+    assert "pipelines.humans.stages.2.person.detector" in text and "'rcnn'" in text
+    assert "'mediapipe'" in text and "'yolo'" in text
+
+    doc = _base()
+    doc["pipelines"]["humans"]["stages"][1]["min_entropy"] = 11
+    with pytest.raises(ConfigError, match=r"quality\.min_entropy.*11.*less than or equal to 8"):
+        load_pipeline("humans", _write(tmp_path, doc))
+
+
+def test_unknown_key_and_wrong_types_are_errors(tmp_path):
+    doc = _base()
+    doc["pipelines"]["humans"]["stages"][0]["min_side"] = 100
+    doc["pipelines"]["humans"]["stages"][0]["resources"]["concurrency"] = "many"
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("humans", _write(tmp_path, doc))
+    text = str(err.value)
+    assert "resolution.min_side" in text and "unknown key" in text
+    assert "resources.concurrency" in text and "'many'" in text
+
+
+def test_cross_field_rules(tmp_path):
+    doc = _base()
+    st = doc["pipelines"]["humans"]["stages"]
+    st[0], st[1] = st[1], st[0]
+    with pytest.raises(ConfigError, match="must follow the order"):
+        load_pipeline("humans", _write(tmp_path, doc))
+    doc = _base()
+    doc["pipelines"]["humans"]["stages"][4]["bands"] = 5
+    with pytest.raises(ConfigError, match="bands=5 must divide the 64 hash bits"):
+        load_pipeline("humans", _write(tmp_path, doc))
+    doc = _base()
+    doc["pipelines"]["humans"]["stages"][2]["detector"] = "yolo"
+    with pytest.raises(ConfigError, match="needs 'weights'"):
+        load_pipeline("humans", _write(tmp_path, doc))
+
+
+def test_unknown_pipeline_and_overrides():
+    with pytest.raises(ConfigError, match=r"no pipeline 'people'.*allowed: \['humans', 'humans-test'\]"):
+        load_pipeline("people")
+    cfg = load_pipeline("humans", overrides=parse_set(["person.min_score=0.7", "samples_per_shard=12",
+                                                       "embedding.resources.concurrency=3"]))
+    assert cfg.stage("person").min_score == 0.7 and cfg.samples_per_shard == 12
+    assert cfg.stage("embedding").resources.concurrency == 3
+    with pytest.raises(ConfigError, match=r"quality\.min_sharpness.*'sharp'"):
+        load_pipeline("humans", overrides={"quality.min_sharpness": "sharp"})
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_set(["person.min_score"])

@@ -1,0 +1,152 @@
+"""Stage logic on known data: quality measures, pHash LSH banding vs brute force, union-find,
+faiss flat vs IVF-partitioned search, the real bundled detector and a random-init YOLO checkpoint."""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from curation.config import load_pipeline
+from curation.stages import clusters, embedding, phash, quality
+
+
+def _photo() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+def _jpeg(rgb: np.ndarray, q: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=q)
+    return buf.getvalue()
+
+
+def test_quality_measures_separate_good_from_damaged():
+    cfg = load_pipeline("humans-test").stage("quality")
+    rgb = _photo()
+    good = quality.measure(rgb, _jpeg(rgb, 92), cfg)
+    blurred = np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(6)))
+    blur = quality.measure(blurred, _jpeg(blurred, 92), cfg)
+    dark = quality.measure((rgb * 0.05).astype(np.uint8), b"", cfg)
+    flat = quality.measure(np.full((300, 300, 3), 120, np.uint8), b"", cfg)
+    assert good["sharpness"] > 50 * blur["sharpness"]
+    assert dark["mean"] < 10 and good["mean"] > 80
+    assert flat["entropy"] == 0 and good["entropy"] > 7
+    assert quality.decide(good, cfg)[0]
+    assert quality.decide(blur, cfg)[1] == "blurry"
+    assert quality.decide(dark, cfg)[1] == "underexposed"
+    assert quality.decide(flat, cfg)[1] == "low_information"
+    # JPEG quality is recovered from the quantisation tables within a few points
+    for q in (10, 30, 50, 75, 90):
+        est = quality.jpeg_quality(_jpeg(rgb, q))
+        assert abs(est - q) <= 3, (q, est)
+    low = _jpeg(rgb, 5)
+    lowq = quality.measure(np.asarray(Image.open(io.BytesIO(low)).convert("RGB")), low, cfg)
+    assert lowq["blockiness"] > 2.0 > good["blockiness"]
+    assert quality.decide(lowq, cfg)[1] == "compressed"
+
+
+def test_phash_banding_finds_exactly_the_brute_force_pairs():
+    rng = np.random.default_rng(0)
+    n, nbits, maxd = 300, 64, 6
+    base = rng.integers(0, 2, size=(n, nbits)).astype(bool)
+    # plant near duplicates at distances 0..maxd+2
+    for i in range(40):
+        j = n - 1 - i
+        base[j] = base[i]
+        flip = rng.choice(nbits, size=i % (maxd + 3), replace=False)
+        base[j, flip] ^= True
+    hexes = [bytes(np.packbits(b)).hex() for b in base]
+    keys = [f"k{i:04d}" for i in range(n)]
+    dist = (base[:, None, :] != base[None, :, :]).sum(2)
+    truth = {(keys[i], keys[j]) for i in range(n) for j in range(i + 1, n) if dist[i, j] <= maxd}
+    assert len(truth) >= 30
+    for bands, partitions in ((8, 1), (8, 3), (16, 4)):  # bands > maxd: recall is guaranteed
+        maps = [phash.band_rows(keys[s:s + 50], hexes[s:s + 50], nbits, bands, partitions,
+                                [(1, 1, k) for k in keys[s:s + 50]]) for s in range(0, n, 50)]
+        found = set()
+        for p in range(partitions):
+            edges, attrs = phash.bucket_pairs([m[p] for m in maps], nbits, maxd)
+            found |= {(a, b) for a, b, d in edges}
+            assert all(d <= maxd for _, _, d in edges) and set(attrs) >= {k for e in edges for k in e[:2]}
+        assert found == truth, (bands, partitions)
+
+
+def test_clusters_pick_highest_resolution_then_key_whatever_the_edge_order():
+    rank = {"a": (-100, -5, "a"), "b": (-400, -5, "b"), "c": (-400, -5, "c"), "d": (-10, -1, "d")}
+    e1 = [("a", "b"), ("b", "c"), ("d", "d")]
+    e2 = [("c", "b"), ("a", "b")][::-1]
+    r1, r2 = clusters.resolve_clusters(e1, rank), clusters.resolve_clusters(e2, rank)
+    assert r1["a"] == r1["c"] == ("b", 3) and r2["a"] == ("b", 3)
+    assert r1["d"] == ("d", 1)
+
+
+def _clustered(n_clusters: int, per: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_clusters, dim))
+    x = np.repeat(centers, per, axis=0) + 0.02 * rng.normal(size=(n_clusters * per, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32)
+
+
+def test_faiss_flat_and_ivf_paths_agree_on_near_duplicates():
+    x = _clustered(300, 3)  # 300 groups of 3 near-identical vectors
+    flat, info_f = embedding.dedup_edges(x, threshold=0.99, ivf_threshold=10**9)
+    ivf, info_i = embedding.dedup_edges(x, threshold=0.99, ivf_threshold=100, nprobe=2)
+    assert info_f["index"] == "flat" and info_i["index"] == "ivf" and info_i["nlist"] == int(4 * np.sqrt(900))
+    truth = {(i, j) for g in range(300) for i in range(3 * g, 3 * g + 3) for j in range(i + 1, 3 * g + 3)}
+    assert {(i, j) for i, j, _ in flat} == truth
+    got = {(i, j) for i, j, _ in ivf}
+    assert got <= truth and len(got) >= 0.97 * len(truth)
+
+
+def test_random_init_embedder_is_stated_and_sees_near_duplicates():
+    e = embedding.Embedder("ViT-S-32", None, image_size=64, threads=2)  # small arch: fast to build
+    assert e.random_init and "RANDOM INIT" in e.description
+    rgb = _photo()
+    from skimage import data
+
+    crop = rgb[10:-10, 10:-10]
+    v = e.embed([rgb, crop, data.chelsea()])
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
+    assert v[0] @ v[1] > v[0] @ v[2]
+
+
+def test_bundled_mediapipe_detector_finds_people_with_landmarks_and_not_in_a_cat():
+    from skimage import data
+
+    from curation.detectors import build_detector
+
+    det = build_detector(load_pipeline("humans-test").stage("person"))
+    assert det.pretrained and det.name.startswith("mediapipe")
+    people, cat = det.detect([data.astronaut(), data.chelsea()])
+    assert len(people) >= 1 and people[0]["score"] > 0.9 and len(people[0]["landmarks"]) == 33
+    x0, y0, x1, y1 = people[0]["box"]
+    assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
+    assert cat == []
+
+
+def test_yolo_backend_loads_a_user_checkpoint(tmp_path):
+    """The `--detector-weights` path, exercised with a RANDOMLY INITIALISED YOLO (no weights offline)."""
+    from ultralytics import YOLO
+
+    from curation.detectors import build_detector
+
+    path = tmp_path / "yolov8n_random_init.pt"
+    YOLO("yolov8n.yaml").save(str(path))
+    cfg = load_pipeline("humans-test", overrides={"person.detector": "auto", "person.weights": str(path),
+                                                   "person.analysis_long_side": 160})
+    det = build_detector(cfg.stage("person"))
+    assert det.name == "ultralytics-yolo:yolov8n_random_init.pt" and det.pretrained is False
+    out = det.detect([_photo(), np.zeros((120, 200, 3), np.uint8)])
+    assert len(out) == 2
+    for people in out:
+        for p in people:
+            assert len(p["box"]) == 4 and 0 <= p["score"] <= 1 and p["kind"] == "yolo"
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_detector(cfg.stage("person").model_copy(update={"weights": str(tmp_path / "missing.pt")}))
+    assert os.path.getsize(path) > 1000
