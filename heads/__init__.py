@@ -1,0 +1,8 @@
+"""Dense human tasks on a frozen backbone: pose (308 keypoints), body-part segmentation (29 classes),
+pointmap, surface normals and albedo; full heads, linear probes, training, evaluation, prediction
+overlays and export. Entry point: ``python -m heads`` (see ``heads.cli``)."""
+from __future__ import annotations
+
+TASKS = ("pose", "seg", "pointmap", "normal", "albedo")
+
+__all__ = ["TASKS"]

@@ -1,0 +1,239 @@
+"""``python -m heads``: train, eval, probe, predict, export (and synth, from heads.synth when present).
+
+Every option is explained by ``--help``; settings can also come from a YAML file (``--config``) whose
+keys are those of ``heads.config.HeadConfig`` (command-line options win).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from heads import TASKS
+
+
+def _common_model(p: argparse.ArgumentParser, task_required: bool) -> None:
+    p.add_argument("--task", choices=TASKS, required=task_required,
+                   help="the task: pose (308 keypoint heatmaps), seg (29 body parts), pointmap (X, Y, Z per "
+                        "pixel), normal (unit normals), albedo (RGB reflectance)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a head on a frozen backbone",
+                       description="Train a head (or a linear probe) for one task on frozen backbone features; "
+                                   "writes OUT/head.safetensors (config in its metadata), OUT/metrics.json "
+                                   "(held-out metrics) and OUT/history.json (loss per epoch).")
+    _common_model(p, task_required=False)
+    p.add_argument("--backbone", help="backbone checkpoint (safetensors from shared.backbone.save_backbone)")
+    p.add_argument("--data", required=True, help="DATA folder in the humans-dense-v1 layout (docs/heads.md)")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--config", help="YAML file of HeadConfig keys (task, layers, size, epochs, lr, loss, ...)")
+    p.add_argument("--kind", choices=("head", "linear"), help="full head (default) or linear probe")
+    p.add_argument("--layers", help="backbone layers to read, comma-separated, negative from the end "
+                                    "(default -1, e.g. 1,3 to mix an early and the last layer)")
+    p.add_argument("--size", help="network input H or HxW (default 256x192); pose: the person crop size")
+    p.add_argument("--channels", type=int, help="head width (default 256 pose, 128 dense)")
+    p.add_argument("--label-stride", type=int, help="dense tasks: compute the training loss on labels downsampled "
+                                                    "by this factor (default 1 = input size; 2-4 trains much "
+                                                    "faster on CPU; evaluation is always at full resolution)")
+    p.add_argument("--epochs", type=int, help="passes over the training samples (default 30)")
+    p.add_argument("--batch-size", type=int, help="samples per step (default 16)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--val-frac", type=float, help="share of DATA images held out for evaluation (default 0.2)")
+    p.add_argument("--val-data", help="a separate DATA folder for evaluation (then all of --data trains)")
+    p.add_argument("--keypoints", help="keypoint JSON to use instead of DATA/keypoints.json "
+                                       "(our 308 layout or COCO-WholeBody, mapped into 308)")
+    p.add_argument("--cache-dir", help="folder to keep backbone features in between runs (default: memory only)")
+    p.add_argument("--no-flip-aug", action="store_true", help="do not add mirrored training copies")
+    p.add_argument("--seed", type=int, help="random seed (split, init, order)")
+
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a trained head",
+                       description="Print the task's metrics of RUN/head.safetensors on a DATA folder and "
+                                   "write them as JSON.")
+    _common_model(p, task_required=False)
+    p.add_argument("--checkpoint", required=True, help="RUN/head.safetensors")
+    p.add_argument("--data", required=True, help="DATA folder to evaluate on")
+    p.add_argument("--out", help="JSON file for the metrics (default: next to the checkpoint, eval.json)")
+    p.add_argument("--split", choices=("all", "val", "train"), default="all",
+                   help="all images of DATA, or the held-out / training split made at training time")
+    p.add_argument("--backbone", help="backbone checkpoint, if it moved since training")
+    p.add_argument("--keypoints", help="keypoint JSON instead of DATA/keypoints.json")
+    p.add_argument("--cache-dir", help="feature cache folder")
+
+
+def _probe_parser(sub) -> None:
+    p = sub.add_parser("probe", help="linear probes of several backbones on all five tasks",
+                       description="Train one linear layer per task (1x1 on frozen features, bilinear upsampling, "
+                                   "no decoder) for each backbone and print one table of all five tasks' metrics, "
+                                   "backbones side by side, plus the mean-prediction baseline.")
+    p.add_argument("--backbone", action="append", required=True, metavar="[LABEL=]PATH",
+                   help="backbone checkpoint, optionally labelled (repeat: --backbone random=a.safetensors "
+                        "--backbone mae=b.safetensors)")
+    p.add_argument("--data", required=True, help="DATA folder (split into train / held-out by --val-frac)")
+    p.add_argument("--val-data", help="separate DATA folder for evaluation")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
+    p.add_argument("--layers", default="-1", help="backbone layers (default -1)")
+    p.add_argument("--size", default="128x96", help="input H or HxW (default 128x96)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs per probe (default 30)")
+    p.add_argument("--batch-size", type=int, default=16, help="samples per step (default 16)")
+    p.add_argument("--lr", type=float, default=1e-2, help="learning rate (default 1e-2)")
+    p.add_argument("--val-frac", type=float, default=0.25, help="held-out share of DATA (default 0.25)")
+    p.add_argument("--label-stride", type=int, default=4,
+                   help="train the dense probes against labels downsampled by this factor (default 4; "
+                        "evaluation is at full resolution)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--no-baseline", action="store_true", help="leave out the mean-prediction column")
+    p.add_argument("--cache-dir", help="folder to keep features in (reruns skip the backbone)")
+    p.add_argument("--json", help="write all metrics as JSON here")
+    p.add_argument("--write-results", help="write the table as Markdown here (e.g. benchmarks/results/probe.md)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="run a head on images and write overlays",
+                       description="Write OUT/<image>_<task>.png (overlay: keypoints and skeleton, part colours, "
+                                   "normals as RGB, pointmap depth colours, albedo) and OUT/<image>_<task>.npy "
+                                   "(raw output at the image size; pose: [308, 3] x, y, score).")
+    _common_model(p, task_required=False)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--checkpoint", required=True, help="RUN/head.safetensors")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--bbox", help="pose: person box x,y,w,h in image pixels (default: the whole image)")
+    p.add_argument("--backbone", help="backbone checkpoint, if it moved since training")
+    p.add_argument("--min-score", type=float, default=0.2, help="pose: draw keypoints above this score")
+
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export backbone + head as one model (ONNX or TorchScript)",
+                       description="Write backbone plus head as one model taking [B, 3, H, W] RGB in [0, 1] and "
+                                   "returning the task output; the file is run (onnxruntime / torch.jit.load) and "
+                                   "compared with the PyTorch model.")
+    _common_model(p, task_required=False)
+    p.add_argument("--checkpoint", required=True, help="RUN/head.safetensors")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="output format")
+    p.add_argument("--out", required=True, help="output file (.onnx or .pt)")
+    p.add_argument("--backbone", help="backbone checkpoint, if it moved since training")
+    p.add_argument("--atol", type=float, default=1e-3, help="max abs difference allowed against PyTorch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m heads", description="Heads on a frozen backbone: train, eval, "
+                                     "probe, predict, export (and synth, the synthetic data generator).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _eval_parser(sub)
+    _probe_parser(sub)
+    _predict_parser(sub)
+    _export_parser(sub)
+    try:
+        from heads.synth.cli import register  # the synthetic data generator, when installed
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def _train_config(a: argparse.Namespace):
+    from heads.config import HeadConfig, load_head_config, parse_layers, parse_size
+    from shared.config import ConfigError, validate
+
+    base = load_head_config(a.config).model_dump() if a.config else {}
+    over = {"task": a.task, "kind": a.kind, "backbone": a.backbone, "channels": a.channels, "epochs": a.epochs,
+            "batch_size": a.batch_size, "lr": a.lr, "val_frac": a.val_frac, "seed": a.seed,
+            "label_stride": a.label_stride}
+    base.update({k: v for k, v in over.items() if v is not None})
+    if a.layers:
+        base["layers"] = parse_layers(a.layers)
+    if a.size:
+        base["size"] = parse_size(a.size)
+    if a.no_flip_aug:
+        base["flip_aug"] = False
+    if not base.get("task"):
+        raise ConfigError("--task is required (or 'task' in --config)")
+    if not base.get("backbone"):
+        raise ConfigError("--backbone is required (or 'backbone' in --config)")
+    if base["backbone"] and not Path(base["backbone"]).is_file():
+        raise ConfigError(f"--backbone {base['backbone']!r}: file not found")
+    base["backbone"] = str(Path(base["backbone"]).resolve())
+    return validate(HeadConfig, base, source=a.config or "command line")
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    print(title)
+    for k, v in metrics.items():
+        print(f"  {k:<28} {v:.4f}" if isinstance(v, float) else f"  {k:<28} {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from shared.runtime import setup_runtime
+
+    setup_runtime()
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if getattr(a, "threads", None):
+        import torch
+        torch.set_num_threads(a.threads)
+    from heads.data.io import AnnotationError
+    from shared.config import ConfigError
+    try:
+        return _dispatch(a)
+    except (AnnotationError, ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(a: argparse.Namespace) -> int:
+    if a.command == "train":
+        from heads.train import run_train
+        cfg = _train_config(a)
+        res = run_train(cfg, a.data, a.out, a.val_data, a.keypoints, a.cache_dir)
+        _print_metrics(f"{cfg.task} ({cfg.kind}) held-out metrics, {res['val_samples']} samples:", res["metrics"])
+        print(f"wrote {Path(a.out) / 'head.safetensors'}")
+        return 0
+    if a.command == "eval":
+        from heads.evaluate import run_eval
+        out = a.out or str(Path(a.checkpoint).with_name("eval.json"))
+        res = run_eval(a.checkpoint, a.data, out, a.backbone, a.keypoints, a.cache_dir, a.split)
+        if a.task and a.task != res["task"]:
+            raise ValueError(f"--task {a.task} but the checkpoint is a {res['task']} head")
+        _print_metrics(f"{res['task']} metrics on {res['samples']} samples ({a.split}):", res["metrics"])
+        print(f"wrote {out}")
+        return 0
+    if a.command == "probe":
+        from heads.config import parse_layers, parse_size
+        from heads.probe import parse_backbones, run_probe
+        tasks = [t for t in a.tasks.split(",") if t]
+        bad = [t for t in tasks if t not in TASKS]
+        if bad:
+            raise ValueError(f"--tasks: unknown {bad}; allowed {', '.join(TASKS)}")
+        res = run_probe(parse_backbones(a.backbone), a.data, tasks, layers=parse_layers(a.layers),
+                        size=parse_size(a.size), epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                        val_frac=a.val_frac, val_data=a.val_data, label_stride=a.label_stride, seed=a.seed,
+                        baseline=not a.no_baseline,
+                        cache_dir=a.cache_dir, write_results=a.write_results)
+        print(res["table"])
+        if a.json:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.json).write_text(json.dumps({k: v for k, v in res.items() if k != "table"}, indent=2))
+        return 0
+    if a.command == "predict":
+        from heads.predict import run_predict
+        paths = run_predict(a.checkpoint, a.images, a.out, task=a.task, bbox=a.bbox, backbone=a.backbone,
+                            min_score=a.min_score)
+        for p in paths:
+            print(p)
+        return 0
+    if a.command == "export":
+        from heads.export import run_export
+        res = run_export(a.checkpoint, a.out, a.format, task=a.task, backbone=a.backbone, atol=a.atol)
+        print(f"wrote {res['path']} ({a.format}); max |diff| vs PyTorch {res['max_abs_diff']:.2e} "
+              f"(tolerance {a.atol:g})")
+        return 0
+    if a.command == "synth":
+        return int(a.func(a) or 0) if hasattr(a, "func") else 0
+    raise AssertionError(a.command)

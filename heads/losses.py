@@ -1,0 +1,169 @@
+"""Training losses of the five heads, all masked by a per-pixel validity map where the task has one.
+
+- pose: heatmap MSE with online hard keypoint mining (OHEM: the hardest ``ratio`` of keypoints per
+  image carry the loss);
+- seg: cross-entropy + soft Dice (Dice averaged over the classes present in the target);
+- pointmap: L2 + gradient on the prediction aligned by its per-image least-squares scale (the
+  metric's scale invariance), plus a small plain L2 that anchors the absolute scale;
+- normal: (1 - cos) + L2 + gradient;
+- albedo: L2 + gradient + mean-colour alignment.
+
+"L2" is the mean squared error per valid pixel and channel; "gradient" is the mean absolute
+difference between the finite differences (x and y) of prediction and target over neighbour pairs
+that are both valid; the "mean-colour" term is the squared difference between the per-image mean
+colours of prediction and target over the valid pixels, so it ignores any zero-mean change of the
+prediction (texture) and measures only global colour balance.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _as_mask(valid: Tensor | None, like: Tensor) -> Tensor:
+    """A float [B,1,H,W] mask (ones when ``valid`` is None)."""
+    if valid is None:
+        return torch.ones_like(like[:, :1])
+    if valid.dim() == 3:
+        valid = valid[:, None]
+    return valid.to(like.dtype)
+
+
+def masked_mse(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean squared error over valid pixels and all channels."""
+    m = _as_mask(valid, pred)
+    denom = (m.sum() * pred.shape[1]).clamp_min(1.0)
+    return (((pred - target) ** 2) * m).sum() / denom
+
+
+def gradient_loss(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean |d(pred - target)| of x and y finite differences over pairs of valid neighbours."""
+    m = _as_mask(valid, pred)
+    d = pred - target
+    dx = (d[..., :, 1:] - d[..., :, :-1]).abs()
+    dy = (d[..., 1:, :] - d[..., :-1, :]).abs()
+    mx = m[..., :, 1:] * m[..., :, :-1]
+    my = m[..., 1:, :] * m[..., :-1, :]
+    c = pred.shape[1]
+    num = (dx * mx).sum() + (dy * my).sum()
+    den = ((mx.sum() + my.sum()) * c).clamp_min(1.0)
+    return num / den
+
+
+def cosine_loss(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean (1 - cos(pred, target)) over valid pixels (vectors along dim 1)."""
+    m = _as_mask(valid, pred)[:, 0]
+    cos = F.cosine_similarity(pred, target, dim=1, eps=1e-6)
+    return ((1.0 - cos) * m).sum() / m.sum().clamp_min(1.0)
+
+
+def mean_colour_loss(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Squared difference of per-image mean colours over valid pixels, averaged over images and channels.
+
+    Invariant to any change of ``pred`` whose mean over the valid pixels is zero (e.g. texture or a
+    permutation of pixels), and equal to ``c**2`` for a constant colour shift ``c``.
+    """
+    m = _as_mask(valid, pred)
+    n = m.sum(dim=(2, 3)).clamp_min(1.0)  # [B,1]
+    mp = (pred * m).sum(dim=(2, 3)) / n
+    mt = (target * m).sum(dim=(2, 3)) / n
+    has = (m.sum(dim=(2, 3)) > 0).to(pred.dtype)  # images without valid pixels add nothing
+    return (((mp - mt) ** 2) * has).sum() / (has.sum() * pred.shape[1]).clamp_min(1.0)
+
+
+def per_keypoint_heatmap_mse(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """[B,K] mean squared heatmap error per keypoint, times its weight (0 for unlabelled keypoints)."""
+    return ((pred - target) ** 2).mean(dim=(2, 3)) * weight
+
+
+def ohem_select(per_kpt: Tensor, ratio: float) -> Tensor:
+    """Indices [B,k] of the hardest ``ceil(ratio * K)`` keypoints per image (largest loss first)."""
+    k = max(1, int(math.ceil(ratio * per_kpt.shape[1])))
+    return per_kpt.topk(k, dim=1).indices
+
+
+def heatmap_ohem_loss(pred: Tensor, target: Tensor, weight: Tensor, ratio: float = 0.3) -> Tensor:
+    """Heatmap MSE keeping only the hardest ``ratio`` of keypoints of each image (OHEM)."""
+    per = per_keypoint_heatmap_mse(pred, target, weight)
+    idx = ohem_select(per, ratio)
+    return per.gather(1, idx).mean()
+
+
+def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, eps: float = 1.0) -> Tensor:
+    """1 - soft Dice, averaged over the classes present in the (non-ignored) target of the batch."""
+    c = logits.shape[1]
+    valid = (target != ignore_index)
+    prob = logits.softmax(dim=1) * valid[:, None]
+    onehot = F.one_hot(target.clamp(0, c - 1) * valid, c).permute(0, 3, 1, 2).to(prob.dtype) * valid[:, None]
+    inter = (prob * onehot).sum(dim=(0, 2, 3))
+    card = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    dice = (2 * inter + eps) / (card + eps)
+    present = onehot.sum(dim=(0, 2, 3)) > 0
+    if not present.any():
+        return logits.sum() * 0.0
+    return 1.0 - dice[present].mean()
+
+
+def seg_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, dice_weight: float = 1.0) -> Tensor:
+    """Cross-entropy + ``dice_weight`` * Dice loss."""
+    ce = F.cross_entropy(logits, target, ignore_index=ignore_index)
+    return ce + dice_weight * dice_loss(logits, target, ignore_index=ignore_index)
+
+
+@dataclass
+class LossWeights:
+    """Weights of the loss terms (see the module docstring)."""
+
+    l2: float = 1.0
+    gradient: float = 1.0
+    cosine: float = 1.0
+    mean_colour: float = 1.0
+    dice: float = 1.0
+    ohem_ratio: float = 0.3
+    pointmap_abs: float = 0.1
+
+
+def scale_aligned(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """``s * pred`` with the per-image least-squares scale ``s = <pred, target> / <pred, pred>`` over
+    valid pixels (differentiable): focal-normalised points are known only up to scale from one image."""
+    m = _as_mask(valid, pred)
+    num = (pred * target * m).sum(dim=(1, 2, 3))
+    den = (pred * pred * m).sum(dim=(1, 2, 3)).clamp_min(1e-6)
+    return pred * (num / den).view(-1, 1, 1, 1)
+
+
+def pointmap_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossWeights = LossWeights()) -> Tensor:
+    """L2 + gradient on the scale-aligned prediction (as the metric), plus ``w.pointmap_abs`` x plain L2
+    anchoring the absolute scale."""
+    aligned = scale_aligned(pred, target, valid)
+    return (w.l2 * masked_mse(aligned, target, valid) + w.gradient * gradient_loss(aligned, target, valid)
+            + w.pointmap_abs * masked_mse(pred, target, valid))
+
+
+def normal_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossWeights = LossWeights()) -> Tensor:
+    return (w.cosine * cosine_loss(pred, target, valid) + w.l2 * masked_mse(pred, target, valid)
+            + w.gradient * gradient_loss(pred, target, valid))
+
+
+def albedo_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossWeights = LossWeights()) -> Tensor:
+    return (w.l2 * masked_mse(pred, target, valid) + w.gradient * gradient_loss(pred, target, valid)
+            + w.mean_colour * mean_colour_loss(pred, target, valid))
+
+
+def task_loss(task: str, pred: Tensor, batch: dict, w: LossWeights = LossWeights()) -> Tensor:
+    """The training loss of ``task`` for a model output and a collated batch (see heads.data)."""
+    if task == "pose":
+        return heatmap_ohem_loss(pred, batch["heatmaps"], batch["kpt_weight"], w.ohem_ratio)
+    if task == "seg":
+        return seg_loss(pred, batch["parts"], dice_weight=w.dice)
+    if task == "pointmap":
+        return pointmap_loss(pred, batch["pointmap"], batch["valid"], w)
+    if task == "normal":
+        return normal_loss(pred, batch["normal"], batch["valid"], w)
+    if task == "albedo":
+        return albedo_loss(pred, batch["albedo"], batch["valid"], w)
+    raise ValueError(f"unknown task {task!r}")
