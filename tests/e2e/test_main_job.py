@@ -1,0 +1,79 @@
+"""The main job end to end at the smallest sizes (tools/main_job.py --preset tiny).
+
+The pool and the curated shards come from the session fixtures (the same ``curation demo-pool`` and
+``curation run`` that the job's first two steps call), placed where the job expects them, so the job
+skips those two steps exactly as it does for a user rerunning it; everything after runs for real.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from safetensors import safe_open
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
+
+
+def _run_job(out: Path) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "main_job.py"), "--out", str(out),
+                           "--preset", "tiny", "--in-process"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
+    out = tmp_path / "job"
+    shutil.copytree(demo_pool_dir, out / "pool")
+    shutil.copytree(curated_run_dir, out / "shards")
+    log = _run_job(out)
+    assert "skip  1. demo web pool" in log and "skip  2. six curation stages" in log
+
+    # curation -> report/verify: the report counts what the manifest and the index hold
+    manifest = json.loads((out / "shards" / "manifest.json").read_text())
+    n_index = pq.read_metadata(out / "shards" / "index.parquet").num_rows
+    assert manifest["total_samples"] == n_index > 0
+    stats = json.loads((out / "report" / "stats.json").read_text())
+    assert str(n_index) in json.dumps(stats)
+    assert (out / "verify.txt").read_text().startswith(f"OK: {len(manifest['shards'])} shards, {n_index} samples")
+
+    # pretrain -> export: three objectives trained on those shards, each exported and loadable
+    from shared.backbone import load_backbone
+
+    for name in ("mae", "cl", "mae_cl"):
+        rows = (out / "pretrain" / name / "metrics.csv").read_text().strip().splitlines()
+        assert len(rows) >= 2, f"{name}: no metrics rows"
+        model = load_backbone(out / "backbones" / f"{name}.safetensors")
+        assert model.embed_dim > 0
+
+    # synth -> probe -> heads: every backbone probed on all five tasks, heads trained on the best one
+    meta = json.loads((out / "synth" / "meta.json").read_text())
+    assert meta["count"] == 24
+    probe = json.loads((out / "probe.json").read_text())["results"]
+    for label in ("random", "mae", "cl", "mae+cl"):
+        assert set(TASKS) <= set(probe[label]), label
+    best = (out / "best_backbone.txt").read_text().strip()
+    assert best in ("mae", "cl", "mae+cl")
+    best_file = out / "backbones" / f"{best.replace('+', '_')}.safetensors"
+    for task in TASKS:
+        ckpt = out / "heads" / task / "head.safetensors"
+        with safe_open(str(ckpt), "pt") as fh:
+            metadata = json.dumps(fh.metadata())
+        assert best_file.name in metadata, f"{task} head not trained on the best backbone"
+        assert list((out / "predictions" / task).glob("*.png")), f"no {task} overlays"
+
+    # the summary page: every linked file exists, the sample count is the manifest's
+    page = (out / "summary.html").read_text()
+    links = re.findall(r"(?:src|href)='([^']+)'", page)
+    assert links and all((out / link).exists() for link in links), links
+    assert f"{manifest['total_samples']} samples" in page
+
+    # a second run redoes nothing
+    again = _run_job(out)
+    assert "start " not in again and again.count("skip ") >= 20
