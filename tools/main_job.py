@@ -198,7 +198,7 @@ def loss_plot(out: Path) -> Path | None:
         for ax, key in zip(axes, ("loss_mae", "loss_cl")):
             vals = [(s, float(r[key])) for s, r in zip(steps_, rows) if r.get(key) not in (None, "", "nan")]
             if vals:
-                ax.plot(*zip(*vals), label=path.parent.name)
+                ax.plot(*zip(*vals), marker=".", label=path.parent.name)
     for ax, title in zip(axes, ("MAE loss (masked cells)", "self-distillation loss")):
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -208,6 +208,40 @@ def loss_plot(out: Path) -> Path | None:
     fig.savefig(target, dpi=90)
     plt.close(fig)
     return target
+
+
+def score_table(scores: dict) -> str:
+    """The per-stage precision/recall of ``curation score`` as an HTML table."""
+    rows = ["<table><tr><th>stage</th><th>rejected</th><th>expected</th><th>precision</th><th>recall</th></tr>"]
+    for stage, sc in scores.get("stages", {}).items():
+        rows.append(f"<tr><td>{html.escape(stage)}</td><td>{sc.get('rejected')}</td><td>{sc.get('expected')}</td>"
+                    f"<td>{sc.get('precision')}</td><td>{sc.get('recall')}</td></tr>")
+    kept = scores.get("kept", {})
+    rows.append(f"<tr><td><b>kept set</b></td><td>{kept.get('kept')} kept</td><td>{kept.get('should_keep')}</td>"
+                f"<td>{kept.get('precision')}</td><td>{kept.get('recall')}</td></tr></table>")
+    return "".join(rows)
+
+
+def markdown_tables(path: Path) -> str:
+    """Render a Markdown file's pipe tables as HTML tables (other lines as paragraphs)."""
+    if not path.exists():
+        return "<p>(missing)</p>"
+    out, table = [], []
+    for line in path.read_text().splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip().replace("**", "") for c in line.strip("|").split("|")]
+            if not set("".join(cells)) <= set("-: "):
+                table.append(cells)
+            continue
+        if table:
+            head, *body = table
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</table>")
+            table = []
+        if line.strip() and not line.startswith("#"):
+            out.append(f"<p>{html.escape(line)}</p>")
+    return "".join(out)
 
 
 def write_summary(out: Path, paths: dict[str, Path]) -> Path:
@@ -224,20 +258,22 @@ def write_summary(out: Path, paths: dict[str, Path]) -> Path:
              f"<a href='{rel(paths['report'] / 'index.html')}'>Shard report</a> · "
              f"verification: <code>{rel(out / 'verify.txt')}</code>.</p>",
              f"<p>Stage precision/recall against the pool's labels (<code>{rel(out / 'scores.json')}</code>):</p>",
-             "<pre>" + html.escape(json.dumps(scores, indent=1)[:4000]) + "</pre>"]
+             score_table(scores)]
     plot = loss_plot(out)
     if plot:
         sources = ", ".join(rel(p) for p in sorted((out / "pretrain").glob("*/metrics.csv")))
         parts.append(f"<h2>4. Pretraining loss curves</h2><img src='{rel(plot)}'><p>from <code>{sources}</code></p>")
-    probe_md = out / "probe.md"
-    parts.append(f"<h2>6. Linear probes (<code>{rel(paths['probe_json'])}</code>)</h2><pre>"
-                 + html.escape(probe_md.read_text() if probe_md.exists() else "") + "</pre>")
-    parts.append(f"<p>Heads trained on the best backbone: <b>{html.escape((out / 'best_backbone.txt').read_text())}"
-                 "</b></p><h2>Predictions</h2>")
+    parts.append(f"<h2>6. Linear probes (<code>{rel(paths['probe_json'])}</code>)</h2>"
+                 + markdown_tables(out / "probe.md"))
+    parts.append(f"<p>Heads trained on the best backbone by probe rank (<code>best_backbone.txt</code>): "
+                 f"<b>{html.escape((out / 'best_backbone.txt').read_text())}</b></p><h2>Heads and predictions</h2>")
     for task in TASKS:
-        evals = sorted((out / "heads" / task).glob("*.json"))
-        metric_text = "".join(f"<pre>{rel(e)}: {html.escape(e.read_text()[:600])}</pre>" for e in evals
-                              if e.name != "config.json")
+        metrics_file = out / "heads" / task / "metrics.json"
+        metric_text = ""
+        if metrics_file.exists():
+            m = json.loads(metrics_file.read_text()).get("metrics", {})
+            shown = ", ".join(f"{k} = {v:.4g}" for k, v in m.items() if "/" not in k and isinstance(v, (int, float)))
+            metric_text = f"<p>{html.escape(shown)} (<code>{rel(metrics_file)}</code>)</p>"
         imgs = "".join(f"<img src='{rel(i)}' style='max-width:48%'>"
                        for i in sorted((out / "predictions" / task).glob("*.png"))[:4])
         parts.append(f"<h3>{task}</h3>{metric_text}{imgs}")
