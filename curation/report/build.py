@@ -13,7 +13,7 @@ from shared.log import get_logger
 
 from . import plots
 from .assets import AssetSink
-from .fileio import atomic_write_bytes
+from shared.shards import atomic_write_bytes
 from .grids import duplicate_grids, kept_grids, rejected_grids
 from .html import render_page
 from .layout import resolve_run

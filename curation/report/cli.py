@@ -84,7 +84,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .fileio import atomic_write_bytes
+    from shared.shards import atomic_write_bytes
 
     from .verify import problems_json, verify_run
 

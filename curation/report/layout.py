@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.schema import INDEX_NAME, MANIFEST_NAME, RUN_NAME, STAGES_DIR
-from .fileio import list_shards
+from shared.shards import list_shards
 
 
 @dataclass

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from shared.log import progress
 from shared.schema import IMAGE_EXTENSIONS, INDEX_NAME, MANIFEST_NAME, SampleMeta
-from .fileio import file_sha256, keys_digest
+from shared.shards import file_sha256, keys_digest
 
 from .layout import resolve_run
 
