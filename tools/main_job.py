@@ -48,10 +48,12 @@ class Preset:
 
 
 PRESETS = {
-    "demo": Preset(pool_scale="demo", pretrain_steps=300, pretrain_batch=16, n_local=4, synth_count=400,
-                   synth_size=192, probe_size="128x96", probe_epochs=30, head_epochs=15, head_size="128x96"),
+    "demo": Preset(pool_scale="demo", pretrain_steps=120, pretrain_batch=16, n_local=2, synth_count=200,
+                   synth_size=192, probe_size="128x96", probe_epochs=20, head_epochs=5, head_size="128x96",
+                   extra_pretrain=["--warmup-steps", "15", "--lr", "1e-3", "--prototypes", "1024"]),
     "tiny": Preset(pool_scale="small", pretrain_steps=6, pretrain_batch=4, n_local=2, synth_count=24,
-                   synth_size=128, probe_size="64x48", probe_epochs=2, head_epochs=1, head_size="64x48"),
+                   synth_size=128, probe_size="64x48", probe_epochs=2, head_epochs=1, head_size="64x48",
+                   extra_pretrain=["--warmup-steps", "2", "--log-every", "1", "--prototypes", "256"]),
 }
 
 
