@@ -101,44 +101,6 @@ def _shade_albedo(scene: Scene, prim_hit: np.ndarray, loc: np.ndarray, P: np.nda
             parts[sel] = lab
             albedo[sel] = col
     return albedo, parts
-    order = np.argsort(prim_hit.astype(np.int16), kind="stable")  # radix sort; usually presorted
-    ids, starts = np.unique(prim_hit[order], return_index=True)
-    bounds = list(starts[1:]) + [n]
-    person, mats = scene.person, scene.person.materials
-    for k, a, b in zip(ids, starts, bounds):
-        sel = order[a:b]
-        prim = prims[k]
-        meta = prim.meta
-        p_body = (P[sel] - scene.t_bc) @ scene.R_bc
-        kind = meta["kind"]
-        if kind == "occluder":
-            albedo[sel] = material_rgb(meta["mat"], P[sel] * 3.0)
-        elif kind == "head":
-            p = loc[sel]
-            lab = np.where(p[:, 2] > 0, atlas_lookup(person.atlas_label, p[:, :2]), 0)
-            col = atlas_lookup(person.atlas_rgb, p[:, :2])
-            hair = hair_mask(p, person.face)
-            skin = material_rgb(mats["skin"], p_body)
-            hair_rgb = material_rgb(mats["hair"], p_body)
-            parts[sel] = np.where(lab > 0, lab, np.where(hair, PART_INDEX["hair"], PART_INDEX["face_neck"]))
-            albedo[sel] = np.where((lab > 0)[:, None], col, np.where(hair[:, None], hair_rgb, skin))
-        elif kind == "plain":
-            parts[sel] = meta["part"]
-            albedo[sel] = material_rgb(mats[meta["mat"]], p_body)
-        else:  # segment with clothing cover rules along its axis
-            u = loc[sel, 1] / meta["length"]
-            lab = np.full(len(sel), meta["skin"], dtype=np.uint8)
-            col = material_rgb(mats["skin"], p_body)
-            done = np.zeros(len(sel), dtype=bool)
-            for u0, u1, part, mat in meta["cover"]:
-                m = ~done & (u >= u0) & (u <= u1)
-                if m.any():
-                    lab[m] = part
-                    col[m] = material_rgb(mats[mat], p_body[m])
-                    done |= m
-            parts[sel] = lab
-            albedo[sel] = col
-    return albedo, parts
 
 
 def shading_of(normals: np.ndarray, light: dict) -> np.ndarray:
