@@ -39,7 +39,11 @@ def test_config_errors_name_key_and_allowed():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"hierarchical": False}, {"num_registers": 3, "pool_stride": 4,
-                                                                       "window_size": 8}])
+                                                                       "window_size": 8},
+                                       # the -4k layout: window = stride = 4, released GQA/LayerScale/RoPE
+                                       {"num_registers": 8, "pool_stride": 4, "window_size": 4,
+                                        "gqa_layout": "inner", "mha_edge": 1, "layerscale_init": 1e-4,
+                                        "layerscale_mlp": False, "rope_coords": "normalized"}])
 @pytest.mark.parametrize("hw", [(224, 224), (160, 112)])
 def test_flops_counter_matches_torch(hw, overrides):
     m = build_backbone("sapiens2-tiny", **overrides).eval()
