@@ -112,7 +112,8 @@ def model_table(height: int = 1024, width: int = 768) -> list[dict]:
         cfg = get_config(name)
         mem = memory_estimate(cfg, height, width)
         seed = seed_row(name)
-        at_seed_input = (height, width) == (1024, 768)        # the seed's FLOPs are at 1024x768
+        # the seed's FLOPs are those of the plain 1K models at 1024x768
+        at_seed_input = (height, width) == (1024, 768) and seed == name
         rows.append({"name": name, "params": count_params(cfg), "params_m": count_params(cfg) / 1e6,
                      "seed_params": NOMINAL_PARAMS.get(seed) if seed else None,
                      "attention": cfg.attention_scheme, "registers": cfg.num_registers,
@@ -132,7 +133,7 @@ def format_model_table(height: int = 1024, width: int = 768) -> str:
             f"{'train GiB':>9}  attention")
     lines = [f"backbones at {height}x{width} (H x W), batch 1; memory: bf16 inference, "
              "AdamW training per image (estimates)", FLOPS_CONVENTION + "; seed: the seed's table "
-             "(-4k rows: their 1K model's row)", head, "-" * len(head)]
+             "(-4k rows: their 1K model's parameters)", head, "-" * len(head)]
     for r in model_table(height, width):
         p = r["params"]
         ps = f"{p / 1e9:.3f}B" if p >= 1e8 else f"{p / 1e6:.2f}M"

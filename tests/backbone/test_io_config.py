@@ -81,6 +81,7 @@ def test_released_family_layout_and_seed_columns():
         assert k4.depth - k4.window_layers == cfg.depth                    # same global stage
         assert len(k4.gqa_layers()) == len(cfg.gqa_layers()) and k4.gqa_layers()[0] == k4.window_layers + 8
     assert [get_config(n + "-4k").window_layers for n in NOMINAL_PARAMS] == [2, 3, 4, 6]
+    assert r["sapiens2-0.4b-4k"]["seed_params"] == 0.4e9 and r["sapiens2-0.4b-4k"]["seed_tflops"] is None
     # the seed's FLOPs are at 1024x768: not shown beside other input sizes
     assert all(row["seed_tflops"] is None for row in model_table(2160, 3840))
 
