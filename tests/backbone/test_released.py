@@ -62,7 +62,8 @@ def random_released(cfg) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     with torch.device("meta"):
         layout = to_released(build_backbone("sapiens2-0.4b", **SMALL))
-    out = {k: torch.randn(v.shape, generator=g) * (0.5 if v.dim() == 1 else 0.1) + (1.0 if k.endswith(("ln1.weight", "ln2.weight", "norm.weight")) else 0.0)
+    norms = ("ln1.weight", "ln2.weight", "norm.weight")
+    out = {k: torch.randn(v.shape, generator=g) * (0.5 if v.dim() == 1 else 0.1) + float(k.endswith(norms))
            for k, v in layout.items() if k != "rope_embed.periods"}
     hd = cfg.head_dim
     out["rope_embed.periods"] = cfg.rope_theta ** (2 * torch.arange(hd // 4, dtype=torch.float32) / (hd // 2))
