@@ -242,33 +242,36 @@ def section_timm(args) -> str:
 
 
 def section_hier(args) -> str:
-    # a narrow model so that global attention at 4K finishes on a CPU; the layout (patch 16,
-    # window 16 patches, stride 2) is the named configs'
-    over = dict(embed_dim=32, depth=4, num_heads=1, kv_heads=1, ffn_dim=128, window_layers=1,
-                window_size=16, pool_stride=2, layerscale_init=None)
+    # the -4k scheme (window 4x4 patches, CLS-guided pooling stride 4, windowed layers in front of the
+    # 1K model's global layers; 8 registers, normalised RoPE) against the plain global 1K model, both
+    # at width 32 so that global attention over 32,400 tokens finishes on a CPU: 3 global layers,
+    # and for the -4k variant 2 windowed layers in front (sapiens2-0.4b-4k: 2 + 24)
+    thin = dict(embed_dim=32, num_heads=1, kv_heads=1, ffn_dim=128, mha_edge=0, layerscale_init=None)
+    models = [("sapiens2-0.4b", {**thin, "depth": 3}),
+              ("sapiens2-0.4b-4k", {**thin, "depth": 5, "window_layers": 2})]
     from shared.backbone import count_flops, get_config
     sizes = [(512, 384), (1024, 768)] if args.quick else [(1024, 768), (2160, 3840)]
     rows = []
     for hw in sizes:
         big = hw[0] * hw[1] > 4e6
-        specs = [{"kind": "ours", "name": "sapiens2-tiny", "overrides": {**over, "hierarchical": h},
-                  "threads": args.threads, "hw": hw, "batch": 1} for h in (False, True)]
+        specs = [{"kind": "ours", "name": n, "overrides": o, "threads": args.threads, "hw": hw, "batch": 1}
+                 for n, o in models]
         # 4K: a single forward+backward per model (time and memory from the same process)
         mems = [measure_memory(s) for s in specs]
         times = mems if big else measure_times(specs, args.threads, args.reps)
         g, h = ({**m, **t} for m, t in zip(mems, times))
         print(f"  {hw} global {g}\n  {hw} hierarchical {h}", flush=True)
-        fl = [count_flops(get_config("sapiens2-tiny", **{**over, "hierarchical": hh}), *hw)
-              for hh in (False, True)]
+        fl = [count_flops(get_config(n, **o), *hw) for n, o in models]
         rows.append([f"{hw[1]}x{hw[0]}", f"{g['cpu_s']:.2f}", f"{h['cpu_s']:.2f}",
                      f"{h['cpu_s'] / g['cpu_s']:.3f}", f"{h['min_s'] / g['min_s']:.3f}",
                      f"{g['peak_mib']:.0f}", f"{h['peak_mib']:.0f}", f"{h['peak_mib'] / g['peak_mib']:.3f}",
                      f"{fl[1] / fl[0]:.3f}"])
     head = ["input WxH", "global CPU s", "hier CPU s", "CPU time hier/global", "wall hier/global",
             "global MiB", "hier MiB", "memory hier/global", "FLOPs hier/global"]
-    return ("### 2. Hierarchical vs global attention (width 32, depth 4, 1 head of 32, 1 windowed layer "
-            "then 3 global as in the named configs, window 16 patches, stride 2; batch 1, fp32, "
-            f"forward+backward, {args.threads} thread(s)). 1024x768: minimum of {args.reps} interleaved "
+    return ("### 2. Hierarchical (-4k) vs global (1K) attention: sapiens2-0.4b-4k's scheme (2 windowed "
+            "layers, window 4x4 patches, CLS-guided pooling stride 4, then the global layers) vs the plain "
+            "sapiens2-0.4b, both at width 32 (1 head), 3 global layers, 8 registers; batch 1, fp32, "
+            f"forward+backward, {args.threads} thread(s). 1024x768: minimum of {args.reps} interleaved "
             "rounds; 3840x2160: one pass per model, no warm-up. FLOPs from count_flops.\n\n"
             + table(head, rows))
 

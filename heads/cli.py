@@ -36,8 +36,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--size", help="network input H or HxW (default 256x192); pose: the person crop size")
     p.add_argument("--channels", type=int, help="head width (default 256 pose, 128 dense)")
     p.add_argument("--label-stride", type=int, help="dense tasks: compute the training loss on labels downsampled "
-                                                    "by this factor (default 1 = input size; 2-4 trains much "
-                                                    "faster on CPU; evaluation is always at full resolution)")
+                                                    "by this factor (default 2 = half the input size, as the "
+                                                    "seed's decoders; 1 = input size; evaluation and the "
+                                                    "exported model are always at full resolution)")
     p.add_argument("--epochs", type=int, help="passes over the training samples (default 30)")
     p.add_argument("--batch-size", type=int, help="samples per step (default 16)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")

@@ -34,7 +34,8 @@ class HeadConfig(StrictModel):
     size: tuple[int, int] = (256, 192)      # network input (H, W); pose: person crop size
     channels: int | None = None             # head width (None: 256 for pose, 128 for dense heads)
     heatmap_stride: int = 4
-    label_stride: int = Field(1, ge=1)      # dense tasks: output (and train) at input size / label_stride
+    label_stride: int = Field(2, ge=1)      # dense tasks: output (and train) at input size / label_stride
+                                            # (2: half the input resolution, as the seed's decoders)
     image_skip: bool = True                 # dense heads: concatenate the input image before the last convs
     heatmap_sigma: float = 2.0
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)

@@ -1,4 +1,5 @@
-"""``python -m pretrain``: ``train`` (single process or under torchrun), ``export``, ``models``."""
+"""``python -m pretrain``: ``train`` (single process or under torchrun), ``export``, ``models``,
+``convert-released`` (released Sapiens2 backbone weights -> our backbone.safetensors)."""
 from __future__ import annotations
 
 import argparse
@@ -121,6 +122,13 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_released(args: argparse.Namespace) -> int:
+    from shared.backbone import convert_released
+
+    print(convert_released(args.checkpoint, args.out, args.model))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print shared.backbone.model_table().")
     m.add_argument("--height", type=int, default=1024, help="input height for GFLOPs/memory")
     m.add_argument("--width", type=int, default=768, help="input width for GFLOPs/memory")
+    c = sub.add_parser("convert-released", help="released Sapiens2 backbone -> backbone.safetensors",
+                       description="Convert a released Sapiens2 (1K) backbone checkpoint (.pth or "
+                                   ".safetensors) to our layout, strictly (shared.backbone.released).")
+    c.add_argument("checkpoint", help="released checkpoint file")
+    c.add_argument("--out", required=True, help="output .safetensors path")
+    c.add_argument("--model", default=None, help="named config (default: inferred from the weights)")
     return parser
 
 
@@ -143,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_runtime()
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "export": _export, "models": _models}[args.command](args)
+        return {"train": _train, "export": _export, "models": _models,
+                "convert-released": _convert_released}[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -66,8 +66,9 @@ class MaeConfig(StrictModel):
     decoder_dim: int = 256
     decoder_depth: int = 2
     decoder_heads: int = 8
-    norm_pix_loss: bool = False        # per-cell normalised targets (MAE's norm_pix_loss)
-    mask_local: bool = False           # also mask (and reconstruct) the local views
+    norm_pix_loss: bool = False        # per-patch normalised targets (MAE's norm_pix_loss)
+    mask_local: bool = True            # also mask (and reconstruct) the local views (the seed masks
+                                       # 75 % of the patches of every view)
 
     @model_validator(mode="after")
     def _check(self) -> "MaeConfig":
@@ -93,18 +94,25 @@ class ClConfig(StrictModel):
     warmup_teacher_temp: float = 0.04  # linear ramp to teacher_temp over teacher_temp_warmup_steps
     teacher_temp_warmup_steps: int = 0
     center_momentum: float = 0.9
+    centering: Literal["ema", "sinkhorn"] = "ema"   # teacher centring: EMA of the batch mean, or
+                                       # Sinkhorn-Knopp (uniform prototype marginals, DINOv2)
+    sinkhorn_iters: int = 3
+    koleo_weight: float = 0.0          # > 0: KoLeo regulariser on the student's global-view CLS
     tau: float = 0.992                 # teacher EMA momentum
     tau_schedule: Literal["constant", "cosine"] = "constant"
     tau_end: float = 1.0               # final momentum of the cosine schedule
 
     @model_validator(mode="after")
     def _check(self) -> "ClConfig":
-        for key in ("out_dim", "hidden_dim", "bottleneck_dim", "n_layers"):
+        for key in ("out_dim", "hidden_dim", "bottleneck_dim", "n_layers", "sinkhorn_iters"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"cl: key '{key}' has value {getattr(self, key)!r}: allowed >= 1")
         for key in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"cl: key '{key}' has value {getattr(self, key)!r}: allowed > 0")
+        if self.koleo_weight < 0 or self.teacher_temp_warmup_steps < 0:
+            raise ConfigError(f"cl: keys 'koleo_weight'/'teacher_temp_warmup_steps' have values "
+                              f"{self.koleo_weight!r}/{self.teacher_temp_warmup_steps!r}: allowed >= 0")
         for key in ("tau", "tau_end", "center_momentum"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"cl: key '{key}' has value {getattr(self, key)!r}: allowed 0..1")

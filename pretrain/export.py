@@ -12,7 +12,7 @@ from typing import Literal
 
 import yaml
 
-from shared.backbone import build_backbone, save_backbone
+from shared.backbone import build_backbone, load_state_strict, save_backbone
 from shared.config import validate
 from shared.log import get_logger
 
@@ -41,10 +41,7 @@ def export_backbone(checkpoint: str | Path, out: str | Path,
         src, prefix = state["model"], "encoder.backbone."
     sd = {k[len(prefix):]: v for k, v in src.items() if k.startswith(prefix)}
     model = build_backbone(cfg.model, **cfg.model_overrides)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: {weights} weights do not match backbone {cfg.model!r}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    load_state_strict(model, sd, str(path), f"backbone {cfg.model!r} ({weights} weights)")
     out = save_backbone(model, out, extra={"source_checkpoint": str(path), "step": str(step_of(path)),
                                            "weights": weights, "objective": cfg.objective})
     log.info("exported %s weights of %s (step %d) to %s", weights, path, step_of(path), out)

@@ -1,7 +1,10 @@
 """MAE masking at cell granularity: which output-grid cells each sample keeps.
 
-The backbone contract masks whole cells (``cell_size`` pixels a side) and needs the same number
-``K`` of kept cells in every sample; ``keep`` lists kept cells in row-major grid order (sorted), and
+The masking unit is the backbone's cell (``cell_size`` pixels a side): one patch for the plain
+global ViTs (the named 1K configs, so masking is per patch as in MAE and the seed), ``pool_stride``
+x ``pool_stride`` patches for hierarchical configs, whose CLS-guided pooling needs whole cells.
+The trainer masks every view (global and, with ``mae.mask_local``, local) at ``mae.mask_ratio``.
+The backbone needs the same number ``K`` of kept cells in every sample; ``keep`` lists kept cells in row-major grid order (sorted), and
 ``mask`` marks the hidden cells (True = masked, the ones the MAE loss is computed on).
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .decoder import MaeDecoder, masked_mse
-from .dino import DinoHead, DinoLoss
+from .dino import DinoHead, DinoLoss, koleo_loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,7 +52,8 @@ class PretrainModel(nn.Module):
         if cfg.use_cl:
             c = cfg.cl
             head = DinoHead(backbone.embed_dim, c.out_dim, c.hidden_dim, c.bottleneck_dim, c.n_layers)
-            self.dino_loss = DinoLoss(c.out_dim, c.student_temp, c.center_momentum)
+            self.dino_loss = DinoLoss(c.out_dim, c.student_temp, c.center_momentum, c.centering,
+                                      c.sinkhorn_iters)
         self.encoder = Encoder(backbone, head)
         if cfg.use_mae:
             m = cfg.mae
@@ -94,5 +95,8 @@ class PretrainModel(nn.Module):
         if cfg.use_cl:
             out["loss_cl"] = self.dino_loss(student, teacher_probs)
             total = total + cfg.lam * out["loss_cl"]
+            if cfg.cl.koleo_weight > 0:      # per global view, on the backbone's CLS (DINOv2)
+                out["loss_koleo"] = sum(koleo_loss(c) for c in og.cls.chunk(n_views)) / n_views
+                total = total + cfg.cl.koleo_weight * out["loss_koleo"]
         out["loss"] = total
         return out

@@ -156,6 +156,10 @@ class Trainer:
                 p.requires_grad_(False)
         self.n_cells_g = (cfg.views.global_size // cell) ** 2
         self.n_cells_l = (cfg.views.local_size // cell) ** 2
+        if cfg.use_mae and cfg.mae.mask_local and cfg.n_local and self.n_cells_l < 2:
+            raise ConfigError(f"views: key 'local_size' has value {cfg.views.local_size}: local views are "
+                              f"masked (mae.mask_local) and need at least 2 masking units of {cell} px a "
+                              f"side: allowed >= {2 * cell}, or set mae.mask_local false")
         self.ddp: nn.Module = self.model
         if self.dist.world > 1:
             self._wrap_distributed()
@@ -260,7 +264,7 @@ class Trainer:
         return out, t_logits, t_probs_all, temp
 
     def _reduce(self, out: dict[str, torch.Tensor]) -> dict[str, float]:
-        names = ["loss"] + [k for k in ("loss_mae", "loss_cl") if k in out]
+        names = ["loss"] + [k for k in ("loss_mae", "loss_cl", "loss_koleo") if k in out]
         vals = torch.stack([out[k].detach().float() for k in names])
         if self.dist.world > 1:
             dist.all_reduce(vals)

@@ -4,7 +4,9 @@
 "humans-head-v1", "config": HeadConfig JSON}`` (backbone path, backbone config, layers, size...), so
 ``load_model`` rebuilds backbone + head from the two files. ``HeadModel`` takes [0, 1] RGB images
 [B, 3, H, W] and returns the task output (pose: heatmaps [B, 308, H/4, W/4]; seg: logits [B, 29, H, W];
-pointmap / normal / albedo: [B, 3, H, W]) - the unit that ``export`` writes.
+pointmap / normal / albedo: [B, 3, H, W]) - the unit that ``export`` writes. Dense heads are trained
+at input size / ``label_stride`` (default 2: half the input, as the seed's decoders); ``HeadModel``
+resizes their output bilinearly to the full input size (normals renormalised).
 """
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from heads.config import HeadConfig
+from shared.backbone import load_state_strict
 from heads.data.features import FeatureExtractor
 from heads.models.heads import build_head
 
@@ -33,7 +37,16 @@ class HeadModel(nn.Module):
         self.out_hw = tuple(config.out_hw())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.extractor(x), self.out_hw, x)
+        y = self.head(self.extractor(x), self.out_hw, x)
+        if self.config.task == "pose" or tuple(y.shape[-2:]) == tuple(x.shape[-2:]):
+            return y
+        return full_resolution(self.config.task, y, tuple(x.shape[-2:]))
+
+
+def full_resolution(task: str, y: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """A dense head's output (trained at reduced resolution) resized bilinearly to ``hw``."""
+    up = F.interpolate(y, size=hw, mode="bilinear", align_corners=False)
+    return F.normalize(up, dim=1, eps=1e-6) if task == "normal" else up
 
 
 def make_head(cfg: HeadConfig, backbone: nn.Module) -> nn.Module:
@@ -83,6 +96,6 @@ def load_model(checkpoint: str | Path, backbone_path: str | None = None) -> Head
     cfg, tensors = read_head(checkpoint)
     backbone = load_backbone_for(cfg, backbone_path)
     head = make_head(cfg, backbone)
-    head.load_state_dict(tensors)
+    load_state_strict(head, tensors, str(checkpoint), f"{cfg.task} {cfg.kind} head")
     model = HeadModel(FeatureExtractor(backbone, cfg.layers, cfg.pixel_mean, cfg.pixel_std), head, cfg)
     return model.eval()

@@ -3,7 +3,8 @@ and heads: build by name, save/load safetensors checkpoints, FLOPs and memory es
 
 Public API (docs/CONTRACTS.md): ``build_backbone``, ``list_configs``, ``get_config``,
 ``save_backbone``, ``load_backbone``, ``Backbone``, ``BackboneOutput``, ``BackboneConfig``,
-``model_table``, ``print_model_table``.
+``model_table``, ``print_model_table``; ``load_state_strict`` / ``CheckpointMismatch`` (the strict
+loader of every checkpoint), ``load_released`` / ``convert_released`` (released Sapiens2 weights).
 """
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ def build_backbone(name: str, **overrides: Any) -> Backbone:
     return Backbone(get_config(name, **overrides))
 
 
-from .io import load_backbone, save_backbone  # noqa: E402
+from .io import CheckpointMismatch, load_backbone, load_state_strict, save_backbone  # noqa: E402
+from .released import convert_released, load_released  # noqa: E402
 from .flops import count_flops, memory_estimate, model_table, print_model_table  # noqa: E402
 
-__all__ = ["Backbone", "BackboneConfig", "BackboneOutput", "build_backbone", "count_flops",
+__all__ = ["Backbone", "BackboneConfig", "BackboneOutput", "CheckpointMismatch", "build_backbone",
+           "convert_released", "count_flops", "load_released", "load_state_strict",
            "get_config", "list_configs", "load_backbone", "memory_estimate", "model_table",
            "print_model_table", "save_backbone"]

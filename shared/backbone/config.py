@@ -1,13 +1,19 @@
 """Backbone configuration: the pydantic ``BackboneConfig`` and the named Sapiens2 family.
 
-The four large rows reproduce the Sapiens2 table (0.4B / 0.8B / 1.5B / 5.1B parameters within 5 %):
-SwiGLU feed-forward width 4 x hidden (not 8/3 x hidden, which gives only 0.30B for the first row)
-and grouped-query attention with a quarter of the heads as key/value heads in the middle third of
-the layers. ``docs/backbone.md`` shows the arithmetic.
+The four large 1K rows (``sapiens2-0.4b`` .. ``-5b``) follow the released Sapiens2 backbone
+definition (facebookresearch/sapiens2, ``sapiens/backbones/standalone/sapiens2.py``): plain global
+attention at 1024x768, SwiGLU width 4 x hidden, 8 register ("storage") tokens, grouped-query
+attention with half the heads as key/value heads in every layer except the first and last 8,
+LayerScale 1e-4 on the attention branch only, RoPE over coordinates normalised to [-1, 1] per axis.
+Parameters are within 5 % of the seed's table (``docs/backbone.md``).
+
+The ``-4k`` rows add the windowed -> CLS-guided pooling -> global scheme for 3840x2160 input with
+the released 4K models' window and stride (4 x 4 patches become one token) and their number of
+extra windowed layers (2 / 3 / 4 / 6), placed before the global layers.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import model_validator
 
@@ -23,14 +29,18 @@ class BackboneConfig(StrictModel):
     embed_dim: int = 1024
     depth: int = 24
     num_heads: int = 16
-    kv_heads: int = 16            # key/value heads used by the GQA layers (middle third)
+    kv_heads: int = 16            # key/value heads used by the GQA layers (see gqa_layout)
+    gqa_layout: Literal["middle_third", "inner"] = "middle_third"   # which layers use kv_heads
+    mha_edge: int = 8             # gqa_layout "inner": the first and last mha_edge layers stay MHA
     ffn_dim: int = 4096           # SwiGLU hidden width
     num_registers: int = 0
     layerscale_init: float | None = None   # None: no LayerScale
+    layerscale_mlp: bool = True   # False: LayerScale on the attention branch only (released Sapiens2)
     qk_norm: bool = True
     bias: bool = True             # biases of the linear layers
     norm_eps: float = 1e-6
-    rope_theta: float = 100.0     # RoPE base; coordinates are in patch units
+    rope_theta: float = 100.0     # RoPE base
+    rope_coords: Literal["patch", "normalized"] = "patch"   # patch units, or [-1, 1] per axis x 2 pi
     hierarchical: bool = True     # False: plain global ViT (no windows, pool_stride 1)
     window_layers: int = 6        # first K layers attend inside windows
     window_size: int = 16         # window side in patches (a multiple of pool_stride)
@@ -54,6 +64,8 @@ class BackboneConfig(StrictModel):
         for key in ("patch_size", "depth", "ffn_dim", "pool_stride", "window_size", "in_chans"):
             if getattr(self, key) < 1:
                 raise bad(key, getattr(self, key), ">= 1")
+        if self.mha_edge < 0:
+            raise bad("mha_edge", self.mha_edge, ">= 0")
         if self.num_registers < 0:
             raise bad("num_registers", self.num_registers, ">= 0")
         if self.hierarchical:
@@ -84,22 +96,56 @@ class BackboneConfig(StrictModel):
         return self.patch_size * self.effective_stride
 
     def gqa_layers(self) -> range:
-        """Layers that use ``kv_heads`` key/value heads: the middle third (rounded)."""
+        """Layers that use ``kv_heads`` key/value heads: the middle third (rounded), or with
+        ``gqa_layout="inner"`` every global-stage layer but the first and last ``mha_edge`` (released Sapiens2)."""
+        if self.gqa_layout == "inner":       # counted over the global stage
+            first = self.effective_window_layers + self.mha_edge
+            return range(first, max(first, self.depth - self.mha_edge))
         return range(round(self.depth / 3), round(2 * self.depth / 3))
+
+    @property
+    def attention_scheme(self) -> str:
+        if not self.hierarchical:
+            return "global"
+        return (f"{self.window_layers} windowed ({self.window_size}x{self.window_size}) -> "
+                f"pool /{self.pool_stride} -> {self.depth - self.window_layers} global")
 
     def layer_kv_heads(self, i: int) -> int:
         return self.kv_heads if i in self.gqa_layers() else self.num_heads
 
 
-def _large(name: str, dim: int, depth: int, heads: int, window_layers: int) -> BackboneConfig:
-    return BackboneConfig(name=name, embed_dim=dim, depth=depth, num_heads=heads, kv_heads=heads // 4,
-                          ffn_dim=4 * dim, window_layers=window_layers, window_size=16, pool_stride=2,
-                          layerscale_init=1e-4)
+def _large(name: str, dim: int, depth: int, heads: int) -> BackboneConfig:
+    """A released 1K Sapiens2 backbone: plain global ViT (see the module docstring)."""
+    return BackboneConfig(name=name, embed_dim=dim, depth=depth, num_heads=heads, kv_heads=heads // 2,
+                          gqa_layout="inner", mha_edge=8, ffn_dim=4 * dim, num_registers=8,
+                          layerscale_init=1e-4, layerscale_mlp=False, rope_coords="normalized",
+                          hierarchical=False)
+
+
+def _large_4k(base: BackboneConfig, window_layers: int) -> BackboneConfig:
+    """The 4K variant of ``base``: ``window_layers`` windowed layers (4x4-patch windows) in front of
+    the global layers, then CLS-guided pooling with stride 4 (one token per window), as the
+    released 4K models' tokenizer; GQA stays on the same global layers."""
+    data = base.model_dump()
+    data.update(name=f"{base.name}-4k", depth=base.depth + window_layers, hierarchical=True,
+                window_layers=window_layers, window_size=4, pool_stride=4,
+                default_input=(2160, 3840))
+    return BackboneConfig(**data)
+
+
+_BASE = {
+    "sapiens2-0.4b": _large("sapiens2-0.4b", 1024, 24, 16),
+    "sapiens2-0.8b": _large("sapiens2-0.8b", 1280, 32, 16),
+    "sapiens2-1b": _large("sapiens2-1b", 1536, 40, 24),
+    "sapiens2-5b": _large("sapiens2-5b", 2432, 56, 32),
+}
+# extra windowed (tokenizer) layers of the released 4K models
+_WINDOW_LAYERS_4K = {"sapiens2-0.4b": 2, "sapiens2-0.8b": 3, "sapiens2-1b": 4, "sapiens2-5b": 6}
 
 
 _CONFIGS: dict[str, BackboneConfig] = {
-    # tests and CPU demos. tiny: 6x6 and 14x14 patch grids (96 px / 224 px) work with window 4
-    # (2x2 cells of stride 2), padded internally to 8x8 / 16x16 patches.
+    # tests and CPU demos (hierarchical, to keep CPU runs fast). tiny: 6x6 and 14x14 patch grids
+    # (96 px / 224 px) work with window 4 (2x2 cells of stride 2), padded internally to 8x8 / 16x16.
     "sapiens2-tiny": BackboneConfig(name="sapiens2-tiny", embed_dim=64, depth=4, num_heads=4,
                                     kv_heads=2, ffn_dim=256, window_layers=2, window_size=4,
                                     pool_stride=2, default_input=(224, 224)),
@@ -110,16 +156,22 @@ _CONFIGS: dict[str, BackboneConfig] = {
     "sapiens2-small": BackboneConfig(name="sapiens2-small", embed_dim=384, depth=12, num_heads=6,
                                      kv_heads=2, ffn_dim=1536, window_layers=3, window_size=8,
                                      pool_stride=2, layerscale_init=1e-4, default_input=(224, 224)),
-    # the Sapiens2 table
-    "sapiens2-0.4b": _large("sapiens2-0.4b", 1024, 24, 16, 6),
-    "sapiens2-0.8b": _large("sapiens2-0.8b", 1280, 32, 16, 8),
-    "sapiens2-1b": _large("sapiens2-1b", 1536, 40, 24, 10),
-    "sapiens2-5b": _large("sapiens2-5b", 2432, 56, 32, 14),
+    # the Sapiens2 table: 1K plain global ViTs, then their 4K hierarchical variants
+    **_BASE,
+    **{f"{n}-4k": _large_4k(c, _WINDOW_LAYERS_4K[n]) for n, c in _BASE.items()},
 }
 
-# nominal parameter counts of the Sapiens2 table (tests check ours within 5 %)
+# the seed's table: parameters, and FLOPs (its convention is not stated; see flops.py)
 NOMINAL_PARAMS: dict[str, float] = {"sapiens2-0.4b": 0.4e9, "sapiens2-0.8b": 0.8e9,
                                     "sapiens2-1b": 1.5e9, "sapiens2-5b": 5.1e9}
+SEED_FLOPS: dict[str, float] = {"sapiens2-0.4b": 1.26e12, "sapiens2-0.8b": 2.59e12,
+                                "sapiens2-1b": 4.72e12, "sapiens2-5b": 15.7e12}
+
+
+def seed_row(name: str) -> str | None:
+    """The seed table row a named config corresponds to (``-4k`` variants: their 1K model)."""
+    base = name[:-3] if name.endswith("-4k") else name
+    return base if base in NOMINAL_PARAMS else None
 
 
 def list_configs() -> list[str]:

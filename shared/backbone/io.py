@@ -2,6 +2,10 @@
 
 Loading reads safetensors only (no pickle), rebuilds the model from the stored config and loads the
 weights strictly, so a file and its architecture cannot drift apart. Writes are atomic.
+
+``load_state_strict`` is the one strict loader every checkpoint load in the project uses: a
+mismatch raises ``CheckpointMismatch`` naming every missing key, every unexpected key and every
+shape mismatch, and nothing is loaded.
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from safetensors import safe_open
@@ -20,6 +25,32 @@ from .config import BackboneConfig
 from .model import Backbone
 
 FORMAT = "humans-backbone-v1"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint's tensors do not match the module they are loaded into."""
+
+
+def check_state(expected: Mapping[str, torch.Size | tuple], state: Mapping[str, torch.Tensor],
+                source: str, what: str = "module") -> None:
+    """Raise ``CheckpointMismatch`` unless ``state`` has exactly the keys and shapes of ``expected``."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs {what} {tuple(expected[k])}"
+              for k in sorted(set(expected) & set(state)) if tuple(state[k].shape) != tuple(expected[k])]
+    if missing or unexpected or shapes:
+        parts = [f"{len(missing)} missing keys {missing}", f"{len(unexpected)} unexpected keys {unexpected}"]
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches [{'; '.join(shapes)}]")
+        raise CheckpointMismatch(f"{source}: weights do not match {what}: " + "; ".join(parts))
+
+
+def load_state_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                      what: str | None = None) -> None:
+    """Load ``state`` into ``module`` only if keys and shapes match exactly (see ``check_state``)."""
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    check_state(expected, state, source, what or type(module).__name__)
+    module.load_state_dict(state, strict=True)
 
 
 def save_backbone(model: Backbone, path: str | Path, extra: dict[str, str] | None = None) -> Path:
@@ -74,8 +105,5 @@ def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> Backb
             state[key] = f.get_tensor(key)
     with torch.device(device):
         model = Backbone(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match config '{cfg.name}': missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+    load_state_strict(model, state, str(path), f"config '{cfg.name}'")
     return model

@@ -203,7 +203,8 @@ class Block(nn.Module):
         self.ls1 = LayerScale(dim, cfg.layerscale_init) if cfg.layerscale_init else nn.Identity()
         self.norm2 = RMSNorm(dim, eps=cfg.norm_eps)
         self.mlp = SwiGLU(dim, cfg.ffn_dim, bias=cfg.bias)
-        self.ls2 = LayerScale(dim, cfg.layerscale_init) if cfg.layerscale_init else nn.Identity()
+        ls2 = cfg.layerscale_init and cfg.layerscale_mlp
+        self.ls2 = LayerScale(dim, cfg.layerscale_init) if ls2 else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, ctx: AttnContext | None = None) -> torch.Tensor:

@@ -150,9 +150,16 @@ class Backbone(nn.Module):
             return checkpoint(blk, x, ctx, use_reentrant=False)
         return blk(x, ctx)
 
-    def _rope(self, pos: torch.Tensor) -> torch.Tensor:
-        """Complex rotations ``[1|B, S+N, 1, d/2]`` for patch positions ``[(B,) N, 2]``; specials: 1."""
+    def _rope(self, pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Complex rotations ``[1|B, S+N, 1, d/2]`` for patch positions ``[(B,) N, 2]``; specials: 1.
+
+        ``rope_coords="normalized"`` (released Sapiens2): a patch centre ``(r + 0.5) / gh`` mapped to
+        [-1, 1] per axis, angles ``2 pi coord / period`` (period = 1 / frequency); ``grid`` = (gh, gw)
+        is the real patch grid."""
         pos = pos if pos.dim() == 3 else pos[None]
+        if self.config.rope_coords == "normalized":
+            size = torch.tensor(grid, dtype=torch.float32, device=pos.device)
+            pos = (2.0 * (pos.float() + 0.5) / size - 1.0) * (2 * math.pi)
         pos = torch.cat([pos.new_zeros(pos.shape[0], self.num_special, 2), pos], dim=1)
         return rope_freqs(pos, self.config.head_dim, self.config.rope_theta)[:, :, None]
 
@@ -196,7 +203,7 @@ class Backbone(nn.Module):
         layers: dict[int, torch.Tensor] = {}
         k = self.window_layers
         if k:
-            rope = self._rope(lay.pos)
+            rope = self._rope(lay.pos, (lay.gh, lay.gw))
             t = lay.valid.numel() // lay.n_windows
             ctx = AttnContext(rope, S, "windows", lay.n_windows,
                               lay.valid.view(lay.n_windows, t) if lay.padded else None,
@@ -215,7 +222,7 @@ class Backbone(nn.Module):
         else:
             cells = patches[:, :, 0]
         x = torch.cat([x[:, :S], cells], dim=1)
-        rope = self._rope(lay.cell_pos)
+        rope = self._rope(lay.cell_pos, (lay.gh, lay.gw))
         ctx = AttnContext(rope, S)
         for i in range(k, self.num_layers):
             x = self._run(self.blocks[i], x, ctx)
@@ -254,7 +261,7 @@ class Backbone(nn.Module):
             group = (rows // lay.wh) * nww + cols // lay.ww
             uniq = lay.n_windows + torch.arange(group.shape[1], device=group.device)
             group = torch.where(valid, group, uniq)                       # padding: alone
-            rope = self._rope(torch.stack([rows, cols], dim=-1))
+            rope = self._rope(torch.stack([rows, cols], dim=-1), (lay.gh, lay.gw))
             ctx = AttnContext(rope, S, "groups", key_valid=valid if padded else None, group=group)
             for i in range(k):
                 x = self._run(self.blocks[i], x, ctx)
@@ -265,7 +272,7 @@ class Backbone(nn.Module):
             cells = patches[:, :, 0]
         x = torch.cat([x[:, :S], cells], dim=1)
         cpos = torch.stack([cr, cc], dim=-1).float() * st + (st - 1) / 2
-        rope = self._rope(cpos)
+        rope = self._rope(cpos, (lay.gh, lay.gw))
         ctx = AttnContext(rope, S)
         for i in range(k, self.num_layers):
             x = self._run(self.blocks[i], x, ctx)

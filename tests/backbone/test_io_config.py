@@ -39,7 +39,11 @@ def test_config_errors_name_key_and_allowed():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"hierarchical": False}, {"num_registers": 3, "pool_stride": 4,
-                                                                       "window_size": 8}])
+                                                                       "window_size": 8},
+                                       # the -4k layout: window = stride = 4, released GQA/LayerScale/RoPE
+                                       {"num_registers": 8, "pool_stride": 4, "window_size": 4,
+                                        "gqa_layout": "inner", "mha_edge": 1, "layerscale_init": 1e-4,
+                                        "layerscale_mlp": False, "rope_coords": "normalized"}])
 @pytest.mark.parametrize("hw", [(224, 224), (160, 112)])
 def test_flops_counter_matches_torch(hw, overrides):
     m = build_backbone("sapiens2-tiny", **overrides).eval()
@@ -56,9 +60,30 @@ def test_model_table():
     assert r["sapiens2-tiny"]["gflops"] < r["sapiens2-0.4b"]["gflops"] < r["sapiens2-5b"]["gflops"]
     assert 0 < r["sapiens2-0.4b"]["inference_gib"] < r["sapiens2-0.4b"]["training_gib"]
     assert "sapiens2-5b" in format_model_table()
-    # hierarchy saves compute at 1024x768
-    flat = get_config("sapiens2-0.4b", hierarchical=False)
-    assert count_flops("sapiens2-0.4b", 1024, 768) < 0.5 * count_flops(flat, 1024, 768)
+    # 1K configs are plain global ViTs, -4k configs hierarchical; the hierarchy saves compute at 4K
+    assert r["sapiens2-0.4b"]["attention"] == "global"
+    assert r["sapiens2-0.4b-4k"]["attention"].startswith("2 windowed (4x4) -> pool /4")
+    assert count_flops("sapiens2-0.4b-4k", 2160, 3840) < 0.05 * count_flops("sapiens2-0.4b", 2160, 3840)
+
+
+def test_released_family_layout_and_seed_columns():
+    """Registers, GQA placement and LayerScale as the released backbones; the linear-layer MACs at
+    1024x768 (params x tokens) within 10 % of the seed's FLOPs column, params within 5 %."""
+    r = {row["name"]: row for row in model_table()}
+    for name in NOMINAL_PARAMS:
+        cfg = get_config(name)
+        assert not cfg.hierarchical and cfg.num_registers == 8 and cfg.rope_coords == "normalized"
+        assert cfg.gqa_layers() == range(8, cfg.depth - 8) and cfg.kv_heads == cfg.num_heads // 2
+        assert abs(r[name]["params"] / r[name]["seed_params"] - 1) < 0.05
+        assert abs(r[name]["linear_tmacs"] / r[name]["seed_tflops"] - 1) < 0.10, name
+        k4 = get_config(name + "-4k")
+        assert k4.hierarchical and (k4.window_size, k4.pool_stride) == (4, 4)
+        assert k4.depth - k4.window_layers == cfg.depth                    # same global stage
+        assert len(k4.gqa_layers()) == len(cfg.gqa_layers()) and k4.gqa_layers()[0] == k4.window_layers + 8
+    assert [get_config(n + "-4k").window_layers for n in NOMINAL_PARAMS] == [2, 3, 4, 6]
+    assert r["sapiens2-0.4b-4k"]["seed_params"] == 0.4e9 and r["sapiens2-0.4b-4k"]["seed_tflops"] is None
+    # the seed's FLOPs are at 1024x768: not shown beside other input sizes
+    assert all(row["seed_tflops"] is None for row in model_table(2160, 3840))
 
 
 def test_save_load_round_trip_bit_exact(tmp_path):

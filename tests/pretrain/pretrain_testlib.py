@@ -69,6 +69,8 @@ def tiny_config(shards: str | Path, **overrides) -> TrainConfig:
                  "shuffle_initial": 4},
         "log_every": 1, "ckpt_every": 1000, "keep_ckpts": 0,
     }
+    if overrides.get("views.local_size", 64) < 64:     # one 32 px cell: too small to mask
+        base["mae"]["mask_local"] = False
     return load_train_config(None, _flatten(base) | overrides)
 
 

@@ -1,0 +1,87 @@
+"""Objective details of the seed: per-patch masking of every view at the ratio, and the CL branch's
+teacher-temperature warm-up, Sinkhorn-Knopp centring and KoLeo regulariser on toy cases whose answer
+is known."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pretrain.config import MaeConfig
+from pretrain.dino import DinoLoss, koleo_loss, sinkhorn_knopp, teacher_temperature
+from pretrain.trainer import Trainer
+from pretrain_testlib import tiny_config
+
+PLAIN = {"model_overrides": {"hierarchical": False}}    # sapiens2-tiny as a plain ViT: cell = patch
+
+
+def _batch(b: int, g: int, l_size: int, n_local: int) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    return {"global": torch.randint(0, 256, (b, 2, 3, g, g), dtype=torch.uint8, generator=gen),
+            "local": torch.randint(0, 256, (b, n_local, 3, l_size, l_size), dtype=torch.uint8, generator=gen)}
+
+
+def test_every_view_masked_per_patch_at_the_ratio(fixture_shards, tmp_path):
+    assert MaeConfig().mask_local and MaeConfig().mask_ratio == 0.75    # defaults: every view masked
+    cfg = tiny_config(fixture_shards, threads=1, **PLAIN, **{"views.global_size": 64, "views.local_size": 32,
+                                                             "mae.mask_local": True})
+    trainer = Trainer(cfg, tmp_path / "run", feed=[])
+    assert trainer.model.cell == 16                                   # masking unit = one patch
+    seen = {}
+    forward = trainer.ddp
+
+    def spy(g, local, keep_g, mask_g, keep_l, mask_l, t_probs):
+        seen.update(mask_g=mask_g, mask_l=mask_l, keep_g=keep_g)
+        return forward(g, local, keep_g, mask_g, keep_l, mask_l, t_probs)
+    trainer.ddp = spy
+    out, *_ = trainer._forward(_batch(4, 64, 32, 2), 0)
+    trainer.close()
+    # global views: 4x4 = 16 patches, 12 hidden; local views: 2x2 = 4 patches, 3 hidden
+    assert seen["mask_g"].shape == (2 * 4, 16) and seen["mask_g"].sum(1).tolist() == [12] * 8
+    assert seen["mask_l"].shape == (2 * 4, 4) and seen["mask_l"].sum(1).tolist() == [3] * 8
+    assert len({tuple(k.tolist()) for k in seen["keep_g"]}) > 1       # drawn per sample and view
+    assert math.isfinite(out["loss_mae"].item())
+
+
+def test_teacher_temperature_warms_up_linearly():
+    temps = [teacher_temperature(s, 0.04, 0.07, 10) for s in (0, 5, 10, 50)]
+    assert [round(t, 6) for t in temps] == [0.04, 0.055, 0.07, 0.07]
+    assert teacher_temperature(0, 0.04, 0.07, 0) == 0.07              # no warm-up
+
+
+def test_sinkhorn_gives_uniform_marginals_where_softmax_collapses():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(32, 8, generator=g)
+    logits[:, 0] += 3.0                       # every sample prefers prototype 0
+    soft = DinoLoss(8).teacher_probs(logits, 0.1)          # EMA centring (zero centre): softmax
+    assert soft.sum(0)[0] > 0.8 * 32                       # nearly all mass on prototype 0
+    q = sinkhorn_knopp(logits, 0.1, iters=200)
+    torch.testing.assert_close(q.sum(1), torch.ones(32))                       # rows: distributions
+    torch.testing.assert_close(q.sum(0), torch.full((8,), 32 / 8), atol=1e-3, rtol=0)  # columns: B/K
+    q3 = DinoLoss(8, centering="sinkhorn", sinkhorn_iters=3).teacher_probs(logits, 0.1)
+    torch.testing.assert_close(q3.sum(1), torch.ones(32))
+    assert (q3.sum(0) - 4).abs().max() < 0.25 * (soft.sum(0) - 4).abs().max()
+
+
+def test_koleo_known_value_and_rises_when_features_collapse():
+    eye = torch.eye(4)                          # orthonormal: nearest neighbour at sqrt(2)
+    assert abs(koleo_loss(eye).item() + math.log(math.sqrt(2))) < 1e-6
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(16, 8, generator=g)
+    collapsed = torch.ones(16, 8) + 1e-3 * torch.randn(16, 8, generator=g)
+    assert koleo_loss(collapsed).item() > koleo_loss(spread).item() + 3.0
+    x = spread.clone().requires_grad_(True)     # the gradient pushes neighbours apart
+    koleo_loss(x).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_sinkhorn_and_koleo_in_a_training_run(fixture_shards, tmp_path):
+    cfg = tiny_config(fixture_shards, steps=2, threads=1, **{
+        "views.global_size": 64, "views.local_size": 32, "cl.centering": "sinkhorn",
+        "cl.koleo_weight": 0.1, "cl.teacher_temp_warmup_steps": 2})
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.run()
+    trainer.close()
+    h = trainer.history
+    assert all(math.isfinite(x["loss_koleo"]) for x in h) and h[0]["teacher_temp"] == 0.04
+    assert torch.count_nonzero(trainer.model.dino_loss.center) == 0    # Sinkhorn keeps no centre
