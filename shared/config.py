@@ -83,7 +83,10 @@ def _describe(err: dict[str, Any], source: str, model: type[BaseModel] | None = 
     allowed = ctx.get("expected")
     if err.get("type") == "extra_forbidden":
         msg = "unknown key"
-        valid = allowed_keys(model, tuple(err.get("loc", ()))[:-1]) if model is not None else None
+        try:
+            valid = allowed_keys(model, tuple(err.get("loc", ()))[:-1]) if model is not None else None
+        except Exception:  # noqa: BLE001 - a hint only: never let it hide the error itself
+            valid = None
         if valid:
             allowed = ", ".join(valid)
     text = f"{source}: key '{key}' has value {value!r}: {msg}"
