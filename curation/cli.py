@@ -60,14 +60,18 @@ def _add_run(sub) -> None:
 
 
 def _cmd_run(args) -> int:
-    from .config import parse_set
-    from .pipeline import run_pipeline
+    from .config import load_pipeline, parse_set
+    from .preflight import check_files
 
     overrides = parse_set(args.sets)
     if args.detector_weights:
         overrides.update({"person.detector": "yolo", "person.weights": args.detector_weights})
     if args.embedding_checkpoint:
         overrides["embedding.checkpoint"] = args.embedding_checkpoint
+    # config and named files first, before the pipeline (Arrow, OpenCV, Ray) is even imported
+    check_files(load_pipeline(args.pipeline, args.config, overrides))
+    from .pipeline import run_pipeline
+
     summary = run_pipeline(args.pool, args.out, pipeline=args.pipeline, config_path=args.config,
                            ray_address=args.ray_address, num_cpus=args.num_cpus, overrides=overrides)
     _print_summary(summary)

@@ -8,11 +8,32 @@ input costs seconds, not a run of stages 0-5 and a Ray traceback.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from shared.config import ConfigError
 
 from .config import PipelineConfig
+
+
+_PASSED: set[tuple] = set()  # checkpoints that passed in this process: (model, path, size, mtime, size)
+
+
+def check_embedding_checkpoint(model: str, checkpoint: str, image_size: int | None) -> None:
+    """Strict check of ``checkpoint`` for ``model``; a file that passed once in this process (same
+    size and mtime) is not loaded again (the CLI checks before the pipeline module is imported)."""
+    from .stages import embedding as emb_stage
+
+    try:
+        st = os.stat(checkpoint)
+        key = (model, os.path.realpath(checkpoint), st.st_size, st.st_mtime_ns, image_size)
+    except OSError:
+        key = None
+    if key is not None and key in _PASSED:
+        return
+    emb_stage.check_checkpoint(model, checkpoint, image_size)
+    if key is not None:
+        _PASSED.add(key)
 
 
 def check_files(cfg: PipelineConfig) -> list[str]:
@@ -36,7 +57,7 @@ def check_files(cfg: PipelineConfig) -> list[str]:
         from .stages import embedding as emb_stage
 
         if emb.checkpoint:
-            emb_stage.check_checkpoint(emb.model, emb.checkpoint, emb.image_size)
+            check_embedding_checkpoint(emb.model, emb.checkpoint, emb.image_size)
             checked.append(f"embedding.checkpoint {emb.checkpoint} (strict load into {emb.model})")
         else:
             emb_stage.check_model_name(emb.model)

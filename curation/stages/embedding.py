@@ -43,6 +43,74 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
+_SAFE_MODULES = ("torch", "collections", "_codecs", "numpy")
+_SAFE_BUILTINS = {"set", "frozenset", "bytearray", "slice", "complex", "int", "float", "bool", "str", "bytes",
+                  "list", "dict", "tuple"}
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """``module.name`` of every global a pickle stream imports (GLOBAL / STACK_GLOBAL), read with
+    ``pickletools`` without running anything. Best effort: ``torch.load(weights_only=True)`` stays
+    the real guard; this only lets an obviously unsafe file fail before torch is even imported."""
+    import pickletools
+
+    found, strings, memo, n_memo, top = [], [], {}, 0, None  # top: the string just pushed, if any
+    for op, arg, _ in pickletools.genops(data):
+        pushed = None
+        if op.name in _STRING_OPS:
+            pushed = arg
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            if top is not None:
+                memo[arg] = top
+            pushed = top  # a memo write leaves the stack as it was
+        elif op.name == "MEMOIZE":
+            if top is not None:
+                memo[n_memo] = top
+            n_memo += 1
+            pushed = top
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            pushed = memo.get(arg)
+        elif op.name == "GLOBAL":
+            found.append(str(arg).replace(" ", "."))
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+            found.append(f"{strings[-2]}.{strings[-1]}")
+        if pushed is not None and pushed is not top:
+            strings.append(pushed)
+        top = pushed
+    return found
+
+
+def _quick_refusal(p: Path) -> str | None:
+    """Why ``p`` is certainly not a safe tensor checkpoint, found with the standard library only."""
+    import pickle
+    import zipfile
+
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    try:
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as zf:
+                pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+                if not pkl:
+                    return "it is a zip archive without the data.pkl of a torch checkpoint"
+                data = zf.read(pkl[0])
+        elif head[:1] == b"\x80":
+            data = p.read_bytes()
+        else:
+            return "it is neither a torch checkpoint (zip or pickle) nor a .safetensors file"
+        names = _pickle_globals(data)
+    except (zipfile.BadZipFile, pickle.UnpicklingError, ValueError, EOFError, OSError):
+        return None  # leave the verdict to torch.load
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        safe = module.split(".")[0] in _SAFE_MODULES or (module == "builtins" and attr in _SAFE_BUILTINS)
+        if not safe:
+            return (f"it holds pickled Python objects other than tensors ({name}), which are never unpickled "
+                    f"because they could run code")
+    return None
+
+
 def load_checkpoint_state(path: str | Path) -> dict:
     """The tensors of a checkpoint file, loaded safely (safetensors, or torch.load weights_only=True).
 
@@ -53,6 +121,9 @@ def load_checkpoint_state(path: str | Path) -> dict:
         raise CheckpointError(f"embedding checkpoint {str(path)!r} does not exist. {CHECKPOINT_HELP}")
     if not p.is_file():
         raise CheckpointError(f"embedding checkpoint {str(path)!r} is not a regular file. {CHECKPOINT_HELP}")
+    why = _quick_refusal(p) if p.suffix != ".safetensors" else None
+    if why:
+        raise CheckpointError(f"embedding checkpoint {str(path)!r} was not loaded: {why}. {CHECKPOINT_HELP}")
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -106,10 +177,22 @@ def load_strict(net, state: dict, path: str | Path, model: str, assign: bool = F
                               f"{CHECKPOINT_HELP}") from None
 
 
-def check_model_name(model: str) -> None:
-    import open_clip
+def _model_names() -> list[str]:
+    """open_clip's architecture names, read from its bundled model configs without importing it
+    (importing open_clip pulls torchvision and costs seconds)."""
+    import importlib.util
 
-    names = open_clip.list_models()
+    spec = importlib.util.find_spec("open_clip")
+    folder = Path(spec.origin).parent / "model_configs" if spec and spec.origin else None
+    if folder is None or not folder.is_dir():
+        import open_clip
+
+        return open_clip.list_models()
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+def check_model_name(model: str) -> None:
+    names = _model_names()
     if model not in names:
         near = [n for n in names if n.lower().startswith(model.lower()[:4])][:8] or names[:8]
         raise ConfigError(f"embedding.model {model!r} is not an open_clip architecture (e.g. {', '.join(near)}; "

@@ -78,6 +78,20 @@ def test_missing_input_leaves_no_output_folder(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_other_named_files_and_models_are_checked_up_front(tmp_path, capsys):
+    pool = _tiny_pool(tmp_path)
+    (tmp_path / "yolo.onnx").write_bytes(b"x")
+    cases = {("--detector-weights", str(tmp_path / "nope.pt")): "person.weights",
+             ("--detector-weights", str(tmp_path)): "not a regular file",
+             ("--detector-weights", str(tmp_path / "yolo.onnx")): "allowed: .pt",
+             ("--set", "embedding.model=ViT-B-3"): "'ViT-B-3' is not an open_clip architecture (e.g. ViT-B-16"}
+    for args, expected in cases.items():
+        out = tmp_path / "out"
+        code = main(["run", "--input", str(pool), "--output", str(out), *args])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and not out.exists(), (args, err)
+
+
 def _bad_checkpoints(tmp_path) -> dict:
     import torch
 
@@ -88,10 +102,11 @@ def _bad_checkpoints(tmp_path) -> dict:
             return (open, (str(marker), "w"))
 
     paths = {"missing": tmp_path / "missing.pt", "folder": tmp_path / "ckdir", "garbage": tmp_path / "garbage.pt",
-             "pickle": tmp_path / "evil.pt", "wrong_keys": tmp_path / "keys.pt"}
+             "pickle": tmp_path / "evil.pt", "torch_pickle": tmp_path / "evil_zip.pt", "wrong_keys": tmp_path / "keys.pt"}
     paths["folder"].mkdir()
     paths["garbage"].write_bytes(b"this is not a checkpoint")
     paths["pickle"].write_bytes(pickle.dumps({"visual.proj": Evil()}))
+    torch.save({"visual.proj": Evil()}, paths["torch_pickle"])
     torch.save({"visual.proj": torch.zeros(2, 2), "extra": torch.zeros(1)}, paths["wrong_keys"])
     return {k: str(v) for k, v in paths.items()}, marker
 
@@ -102,8 +117,9 @@ def test_bad_embedding_checkpoint_fails_up_front_in_seconds(tmp_path, capsys):
     main(["run", "--input", str(pool), "--output", str(tmp_path / "warm"), "--embedding-checkpoint",
           paths["wrong_keys"]])  # imports torch/open_clip once, as a fresh process would have to
     capsys.readouterr()
-    expect = {"missing": "does not exist", "folder": "not a regular file", "garbage": "not a plain tensor",
-              "pickle": "never unpickled", "wrong_keys": "does not fit open_clip ViT-B-32"}
+    expect = {"missing": "does not exist", "folder": "not a regular file", "garbage": "neither a torch checkpoint",
+              "pickle": "(io.open), which are never unpickled", "torch_pickle": "open), which are never unpickled",
+              "wrong_keys": "parameters are missing (e.g. ['ln_final.bias'"}
     for name, path in paths.items():
         out = tmp_path / f"out_{name}"
         t0 = time.perf_counter()
@@ -114,6 +130,9 @@ def test_bad_embedding_checkpoint_fails_up_front_in_seconds(tmp_path, capsys):
         assert err.startswith("error: embedding checkpoint") and expect[name] in err, (name, err)
         assert "\n" not in err and "weights_only=False" not in err and "Traceback" not in err, err
         assert not out.exists(), name  # found before the output folder is made, before any Ray work
+        if name == "wrong_keys":
+            assert "1 key(s) are not in the model (e.g. ['extra'])" in err
+            assert "visual.proj: (2, 2) in the file, (768, 512) in the model" in err
     assert not marker.exists()  # the pickle's payload never ran
 
 
@@ -127,6 +146,7 @@ def test_bad_checkpoint_from_the_shell_is_one_paragraph(tmp_path):
     seconds = time.perf_counter() - t0
     print(f"bad checkpoint from the shell: rc {proc.returncode} after {seconds:.1f} s (interpreter start "
           f"and imports included)")
+    assert seconds < 60  # typically a few seconds: the file is refused before torch is imported
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(lines) == 1 and "never unpickled" in lines[0]
     assert "Traceback" not in proc.stderr and "weights_only" not in proc.stderr and "ActorDiedError" not in proc.stderr
