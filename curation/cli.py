@@ -8,7 +8,11 @@ import sys
 
 from shared.runtime import setup_runtime
 
+EXIT_NO_SAMPLES = 3  # the run finished but kept nothing (2: bad input, found before any work)
+
 RUN_EPILOG = """\
+exit status: 0 done; 2 bad config, pool or checkpoint (found before any work); 3 the run kept 0 samples.
+
 examples:
   python -m curation run --pipeline humans --input POOL --output OUT
   ray job submit --working-dir . -- python -m curation run --pipeline humans --input POOL --output OUT
@@ -56,14 +60,18 @@ def _add_run(sub) -> None:
 
 
 def _cmd_run(args) -> int:
-    from .config import parse_set
-    from .pipeline import run_pipeline
+    from .config import load_pipeline, parse_set
+    from .preflight import check_files
 
     overrides = parse_set(args.sets)
     if args.detector_weights:
         overrides.update({"person.detector": "yolo", "person.weights": args.detector_weights})
     if args.embedding_checkpoint:
         overrides["embedding.checkpoint"] = args.embedding_checkpoint
+    # config and named files first, before the pipeline (Arrow, OpenCV, Ray) is even imported
+    check_files(load_pipeline(args.pipeline, args.config, overrides))
+    from .pipeline import run_pipeline
+
     summary = run_pipeline(args.pool, args.out, pipeline=args.pipeline, config_path=args.config,
                            ray_address=args.ray_address, num_cpus=args.num_cpus, overrides=overrides)
     _print_summary(summary)
@@ -71,6 +79,12 @@ def _cmd_run(args) -> int:
         from shared.shards import atomic_write_json
 
         atomic_write_json(args.summary_json, summary)
+    if summary["samples"] == 0:
+        print(f"error: the run kept 0 samples: every one of the {summary['stages']['00_read']['in']} pool items "
+              f"was rejected (the table above shows at which stage and why; the decisions are in "
+              f"{summary['out']}/stages/). Check the pool and the thresholds (--set STAGE.KEY=VALUE).",
+              file=sys.stderr)
+        return EXIT_NO_SAMPLES
     return 0
 
 

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from shared.config import ConfigError, StrictModel, load_yaml, validate
 
 from .download import DownloadConfig
+from .localread import ReadConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pipelines.yaml"
 
@@ -46,6 +47,17 @@ class ResolutionStage(_Stage):
     max_pixels: int = Field(100_000_000, ge=1, description="decode refuses larger (bomb guard)")
     max_aspect: float = Field(3.0, ge=1.0, description="long side / short side")
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "ResolutionStage":
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels={self.min_pixels} is above max_pixels={self.max_pixels}: "
+                             f"no image could pass (allowed: min_pixels <= max_pixels)")
+        if self.min_short_side ** 2 > self.max_pixels:
+            raise ValueError(f"min_short_side={self.min_short_side} needs at least "
+                             f"{self.min_short_side ** 2} pixels, above max_pixels={self.max_pixels}: "
+                             f"no image could pass (allowed: min_short_side**2 <= max_pixels)")
+        return self
+
 
 class QualityStage(_Stage):
     """Stage 2: sharpness, exposure, information and compression artefacts on the decoded pixels."""
@@ -60,6 +72,13 @@ class QualityStage(_Stage):
     min_entropy: float = Field(3.0, ge=0, le=8, description="grey-level entropy in bits")
     min_jpeg_quality: int = Field(30, ge=0, le=100, description="estimated from the quantisation tables")
     max_blockiness: float = Field(2.0, ge=1, description="8x8 boundary / interior gradient ratio")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "QualityStage":
+        if self.min_mean >= self.max_mean:
+            raise ValueError(f"min_mean={self.min_mean} is not below max_mean={self.max_mean}: no image "
+                             f"could pass (allowed: 0 <= min_mean < max_mean <= 255)")
+        return self
 
 
 class PersonStage(_Stage):
@@ -97,7 +116,7 @@ class PhashStage(_Stage):
 
     name: Literal["phash"]
     hash_size: int = Field(8, ge=4, le=32, description="hash has hash_size**2 bits")
-    max_distance: int = Field(6, ge=0, description="Hamming distance for a near duplicate")
+    max_distance: int = Field(6, ge=0, description="Hamming distance for a near duplicate (< hash bits)")
     bands: int = Field(8, ge=1, description="LSH bands; > max_distance guarantees recall")
     partitions: int = Field(4, ge=1, description="shuffle partitions (Ray reduce tasks)")
 
@@ -106,6 +125,9 @@ class PhashStage(_Stage):
         bits = self.hash_size ** 2
         if bits % self.bands:
             raise ValueError(f"bands={self.bands} must divide the {bits} hash bits")
+        if self.max_distance >= bits // 2:
+            raise ValueError(f"max_distance={self.max_distance} would call unrelated images duplicates "
+                             f"(allowed: 0 <= max_distance < {bits // 2}, half the {bits} hash bits)")
         return self
 
 
@@ -116,7 +138,8 @@ class EmbeddingStage(_Stage):
     model: str = Field("ViT-B-32", description="open_clip architecture name")
     checkpoint: str | None = Field(None, description="open_clip state dict; None = RANDOM init")
     image_size: int | None = Field(None, ge=32, description="input size override (smaller = faster)")
-    threshold: float = Field(0.95, ge=-1, le=1, description="cosine similarity for a near duplicate")
+    threshold: float = Field(0.95, gt=0, le=1, description="cosine similarity for a near duplicate "
+                                                           "(0 < threshold <= 1; ~0.95 trained, 0.99 random init)")
     ivf_threshold: int = Field(200_000, ge=1, description="pools with at least this many vectors use IVF")
     nlist: int | None = Field(None, ge=1, description="IVF (k-means) partitions; default 4*sqrt(n)")
     nprobe: int = Field(2, ge=1, description="IVF: each vector joins its nprobe nearest partitions")
@@ -141,6 +164,8 @@ class PipelineConfig(StrictModel):
     filter_resources: Resources = Field(default_factory=Resources,
                                         description="read+decode task (also runs stages 1-2 when fused)")
     download: DownloadConfig = Field(default_factory=DownloadConfig, description="URL pools only")
+    read: ReadConfig = Field(default_factory=ReadConfig, description="folder pools: size cap, timeout, "
+                                                                     "symlinks outside the root")
     stages: list[StageConfig]
 
     @model_validator(mode="after")
@@ -153,6 +178,10 @@ class PipelineConfig(StrictModel):
             raise ValueError(f"stages {names} must follow the order {list(STAGE_ORDER)}")
         if "framing" in names and "person" not in names:
             raise ValueError("stage 'framing' needs stage 'person' before it")
+        person, framing = self.stage("person"), self.stage("framing")
+        if person and framing and person.min_persons > framing.max_persons:
+            raise ValueError(f"person.min_persons={person.min_persons} is above framing.max_persons="
+                             f"{framing.max_persons}: no image could pass (allowed: min_persons <= max_persons)")
         return self
 
     def stage(self, name: str):
@@ -200,6 +229,26 @@ def apply_overrides(raw: dict, pipeline: str, overrides: dict[str, Any] | None) 
     return raw
 
 
+def _check_stage_names(raw: Any, path: Path) -> None:
+    """A stage without a valid ``name`` gets a message naming the allowed stage names (pydantic would
+    only say that it could not find the discriminator)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("pipelines"), dict):
+        return
+    allowed = ", ".join(STAGE_ORDER)
+    for pname, pipe in raw["pipelines"].items():
+        stages = pipe.get("stages") if isinstance(pipe, dict) else None
+        if not isinstance(stages, list):
+            continue
+        for i, st in enumerate(stages):
+            where = f"{path}: key 'pipelines.{pname}.stages.{i}'"
+            if not isinstance(st, dict):
+                raise ConfigError(f"{where} has value {st!r}: a stage must be a mapping with a 'name' "
+                                  f"(allowed names: {allowed})")
+            if "name" not in st:
+                raise ConfigError(f"{where} has no 'name' (it has keys {sorted(map(str, st))}); every stage "
+                                  f"needs one (allowed names: {allowed})")
+
+
 def load_pipeline(pipeline: str = "humans", config_path: str | Path | None = None,
                   overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """Load pipeline ``pipeline`` from ``config_path`` (default: the repository's pipelines.yaml)."""
@@ -208,6 +257,7 @@ def load_pipeline(pipeline: str = "humans", config_path: str | Path | None = Non
     if isinstance(raw, dict) and isinstance(raw.get("pipelines"), dict) and pipeline not in raw["pipelines"]:
         raise ConfigError(f"{path}: key 'pipelines' has no pipeline {pipeline!r} "
                           f"(allowed: {sorted(raw['pipelines'])})")
+    _check_stage_names(raw, path)
     raw = apply_overrides(raw, pipeline, overrides)
     doc = validate(PipelinesFile, raw, source=str(path))
     return doc.pipelines[pipeline]

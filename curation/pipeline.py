@@ -33,10 +33,11 @@ import pyarrow.parquet as pq
 from shared.log import get_logger, progress
 from shared.runtime import setup_runtime
 from shared.schema import RUN_NAME
-from shared.shards import atomic_write_bytes, atomic_write_json
+from shared.shards import atomic_write_bytes, atomic_write_json, remove_partial_files
 
 from .config import STAGE_DIRS, STAGE_ORDER, PipelineConfig, load_pipeline
 from .decisions import read_decisions, stage_dir, write_decisions
+from .preflight import check_files
 from .sources import PoolTask, plan_pool
 from .stages import embedding as emb_stage
 from .stages import phash as phash_stage
@@ -489,16 +490,24 @@ def run_pipeline(pool: str, out: str, pipeline: str = "humans", config_path: str
     Returns a summary: per-stage in/out counts, shards, samples, seconds per phase.
     """
     setup_runtime()
-    import ray
-
     t_start = time.perf_counter()
+    # Everything the run needs is checked before the output folder is made and before Ray starts:
+    # the config (at load), the pool (planning), every file the config names (preflight).
     cfg = load_pipeline(pipeline, config_path, overrides)
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
     tasks = plan_pool(str(pool), cfg.items_per_task)
+    for what in check_files(cfg):
+        log.info("checked %s", what)
+    outp = Path(out)
+    if outp.exists() and not outp.is_dir():
+        raise PipelineStateError(f"--output {out} exists and is not a folder")
+    outp.mkdir(parents=True, exist_ok=True)
     log.info("pipeline %r: pool %s -> %s, %d tasks of <= %d items", pipeline, pool, out, len(tasks),
              cfg.items_per_task)
     _check_state(outp, _fingerprint(pool, pipeline, cfg, tasks))
+    stale = remove_partial_files(outp)
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted run: %s", len(stale), stale[:5])
+    import ray
     started = init_ray(ray_address, num_cpus)
     seconds: dict[str, float] = {}
     try:

@@ -15,7 +15,10 @@ error). Supported pools:
 
 Nothing is lost silently: an unreadable file, a broken shard or a failed download becomes a
 ``PoolItem`` with ``error`` set (``read_error``, ``too_many_bytes``, ``no_image_member``,
-``download_*``) so the pipeline counts it under its reason.
+``download_*``, and for folder pools the reasons of ``curation.localread``: ``not_regular_file``,
+``broken_symlink``, ``outside_pool``, ``read_timeout``, ``missing_file``) and ``detail`` saying
+why, so the pipeline counts it under its reason. Folder pools read only regular files inside the
+pool root, each with a size cap and a timeout (``ReadConfig``).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from shared.imageio import MAX_BYTES
 from shared.schema import IMAGE_EXTENSIONS, KEY_RE
 
 from .download import DownloadConfig, Downloader
+from .localread import ReadConfig, read_local
 
 LABELS_NAME = "labels.parquet"
 # File extensions read as images from folders and shards (schema's list plus common aliases).
@@ -49,6 +53,23 @@ class PoolItem:
     source: str
     data: bytes | None = None
     error: str | None = None
+    detail: str | None = None
+
+    def __post_init__(self) -> None:
+        # A file or member name that is not valid UTF-8 comes back from the OS with surrogate
+        # escapes, which Arrow cannot store: keep such bytes visible as \xNN escapes instead.
+        self.source = utf8_safe(self.source)
+        if self.detail is not None:
+            self.detail = utf8_safe(self.detail)
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with undecodable bytes (surrogate escapes from os/tarfile) written as ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -288,19 +309,13 @@ def plan_pool(spec: str, items_per_task: int = 256) -> list[PoolTask]:
 
 
 # -- reading -----------------------------------------------------------------------------------
-def _read_files(task: PoolTask) -> Iterator[PoolItem]:
+def _read_files(task: PoolTask, read: ReadConfig | None) -> Iterator[PoolItem]:
     root = Path(task.root)
+    read = read or ReadConfig()
     for rel, key in task.entries:
         path = root / rel
-        source = str(path)
-        try:
-            size = path.stat().st_size
-            if size > MAX_BYTES:
-                yield PoolItem(key, source, None, "too_many_bytes")
-                continue
-            yield PoolItem(key, source, path.read_bytes(), None)
-        except OSError:
-            yield PoolItem(key, source, None, "read_error")
+        res = read_local(root, rel, read)
+        yield PoolItem(key, str(path), res.data, res.error, res.detail)
 
 
 def _wds_split(name: str) -> tuple[str, str]:
@@ -387,10 +402,13 @@ def _read_urls(task: PoolTask, download: DownloadConfig | None) -> Iterator[Pool
         yield PoolItem(key, url, res.data if res.ok else None, res.error)
 
 
-def read_task(task: PoolTask, download: DownloadConfig | None = None) -> Iterator[PoolItem]:
-    """Yield the task's items in a stable order; failures come back as items with ``error``."""
+def read_task(task: PoolTask, download: DownloadConfig | None = None,
+              read: ReadConfig | None = None) -> Iterator[PoolItem]:
+    """Yield the task's items in a stable order; failures come back as items with ``error``.
+
+    ``read`` bounds the reading of folder-pool files (size cap, timeout, symlink policy)."""
     if task.kind == "files":
-        return _read_files(task)
+        return _read_files(task, read)
     if task.kind == "tar":
         return _read_tar(task)
     if task.kind == "urls":

@@ -82,12 +82,13 @@ def filter_task(task: PoolTask, cfg: PipelineConfig, task_index: int) -> dict[st
     rows: dict[str, list[dict]] = {"read": [], "resolution": [], "quality": []}
     survivors: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for order, item in enumerate(read_task(task, cfg.download)):
+    for order, item in enumerate(read_task(task, cfg.download, cfg.read)):
         base = {"key": item.key, "source": item.source}
         nbytes = len(item.data) if item.data is not None else None
         if item.error is not None or item.data is None:
             rows["read"].append({**base, "kept": False, "reason": item.error or "read_error",
-                                 "failed_at": "read", "bytes": nbytes})
+                                 "failed_at": "read", "bytes": nbytes,
+                                 "detail": (item.detail or "")[:300] or None})
             continue
         try:
             header = read_header(item.data, item.source, max_pixels=max_pixels)

@@ -1,14 +1,21 @@
 """Writing and reading WebDataset shards atomically, with a manifest of counts and checksums.
 
-``ShardWriter`` streams samples into ``PREFIX-NNNNNN.tar.tmp`` through webdataset's ``TarWriter``
-and renames the file only when it is whole, so a killed writer never leaves a truncated shard under
-a real name. The manifest is rewritten atomically after each shard closes.
+``ShardWriter`` streams samples into ``PREFIX-NNNNNN.tar.tmp`` (a plain POSIX tar, the WebDataset
+layout ``KEY.EXT``) and renames the file only when it is whole, so a killed writer never leaves a
+truncated shard under a real name. The manifest is rewritten atomically after each shard closes.
+
+Shards are byte-reproducible: every member has the same fixed metadata (mtime 0, uid/gid 0, empty
+user/group names, mode 0444) and members are written in the order given, so the same samples give
+the same bytes and the same sha256 on every run and machine. ``remove_partial_files`` deletes the
+temporary files (``*.tmp``, ``*.tmpPID``) an interrupted writer leaves behind.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,15 +33,45 @@ class ShardInfo:
     keys_sha256: str  # sha256 over the sorted sample keys: verify checks membership cheaply
 
 
+# Fixed metadata of every shard member: the bytes of a shard depend only on its samples.
+MEMBER_MTIME = 0
+MEMBER_MODE = 0o444
+_PARTIAL_RE = re.compile(r"\.tmp\d*$")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename (the temporary file
+    is removed if the write fails; one left by a killed process is removed by ``remove_partial_files``)."""
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def is_partial_file(name: str) -> bool:
+    """Whether ``name`` is a temporary file of an atomic write (``X.tmp`` or ``X.tmpPID``)."""
+    return bool(_PARTIAL_RE.search(name))
+
+
+def remove_partial_files(root: str | Path) -> list[str]:
+    """Delete the temporary files of interrupted atomic writes under ``root`` (recursively); returns
+    their paths relative to ``root``. Call it only when no writer is running in ``root``."""
+    root = Path(root)
+    removed = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if is_partial_file(name):
+                p = Path(dirpath, name)
+                p.unlink(missing_ok=True)
+                removed.append(p.relative_to(root).as_posix())
+    return sorted(removed)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -66,30 +103,35 @@ class ShardWriter:
         self.name = shard_name(prefix, index)
         self.final = self.out_dir / self.name
         self.tmp = self.out_dir / (self.name + ".tmp")
-        import webdataset as wds  # imported here: webdataset pulls in torch, readers of manifests need neither
-
         self._fh = open(self.tmp, "wb")
-        self._writer = wds.TarWriter(self._fh)
+        self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.PAX_FORMAT)
         self.keys: list[str] = []
 
+    def _member(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = MEMBER_MTIME
+        info.mode = MEMBER_MODE
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self._tar.addfile(info, io.BytesIO(data))
+
     def add(self, key: str, fields: dict[str, bytes | dict | str]) -> None:
+        """Add sample ``key``: one member ``KEY.EXT`` per field, in the order of ``fields``."""
         check_key(key)
-        sample: dict[str, Any] = {"__key__": key}
         for ext, value in fields.items():
             if isinstance(value, dict):
                 value = json.dumps(value, sort_keys=True).encode()
             elif isinstance(value, str):
                 value = value.encode()
-            sample[ext] = value
-        self._writer.write(sample)
+            self._member(f"{key}.{ext}", bytes(value))
         self.keys.append(key)
 
     def close(self) -> ShardInfo:
-        self._writer.close()  # closes the underlying file object too
-        if not self._fh.closed:
-            self._fh.close()
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        self._tar.close()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
         info = ShardInfo(self.name, len(self.keys), self.tmp.stat().st_size, file_sha256(self.tmp),
                          keys_digest(self.keys))
         os.replace(self.tmp, self.final)
@@ -97,7 +139,8 @@ class ShardWriter:
 
     def abort(self) -> None:
         try:
-            self._writer.close()
+            self._tar.close()
+            self._fh.close()
         except Exception:  # noqa: BLE001 - best effort cleanup
             pass
         self.tmp.unlink(missing_ok=True)
@@ -147,5 +190,5 @@ def tar_member_names(path: str | Path) -> list[str]:
 
 
 __all__ = ["ShardInfo", "ShardWriter", "atomic_write_bytes", "atomic_write_json", "file_sha256",
-           "iter_tar_samples", "keys_digest", "list_shards", "read_manifest", "tar_member_names",
-           "write_manifest"]
+           "is_partial_file", "iter_tar_samples", "keys_digest", "list_shards", "read_manifest",
+           "remove_partial_files", "tar_member_names", "write_manifest"]

@@ -8,7 +8,20 @@ plots, grids, assets, html, build, verify, cli.
 """
 from __future__ import annotations
 
-from .build import build_report
-from .verify import Problem, verify_run
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: building the CLI parser must not pay for matplotlib (seconds).
+    if name == "build_report":
+        from .build import build_report
+
+        return build_report
+    if name in ("Problem", "verify_run"):
+        from . import verify
+
+        return getattr(verify, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Problem", "build_report", "verify_run"]

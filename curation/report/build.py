@@ -13,7 +13,7 @@ from shared.log import get_logger
 
 from . import plots
 from .assets import AssetSink
-from shared.shards import atomic_write_bytes
+from shared.shards import atomic_write_bytes, is_partial_file, remove_partial_files
 from .grids import duplicate_grids, kept_grids, rejected_grids
 from .html import render_page
 from .layout import resolve_run
@@ -66,6 +66,18 @@ def _plot_groups(doc: dict[str, Any], sink: AssetSink) -> list[tuple[str, list[t
     return [(g, figs[g], missing[g]) for g in GROUPS if figs[g] or missing[g] or g != GROUPS[4]]
 
 
+def _remove_partial_report(out: Path) -> list[str]:
+    """Temp files an interrupted report left: ``stats.json.tmpPID``, ``index.html.tmpPID``, ``assets/*``."""
+    removed = []
+    for p in out.iterdir():
+        if p.is_file() and is_partial_file(p.name) and p.name.split(".tmp")[0] in ("stats.json", "index.html"):
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    if (out / "assets").is_dir():
+        removed += [f"assets/{n}" for n in remove_partial_files(out / "assets")]
+    return removed
+
+
 def build_report(run_dir: str | Path, out_dir: str | Path, inline: bool = True, per_shard: int = 8,
                  max_shards: int = 12, examples: int = 6, clusters: int = 6,
                  source_base: str | Path | None = None) -> dict[str, Any]:
@@ -74,6 +86,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path, inline: bool = True, 
     layout = resolve_run(run_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    stale = _remove_partial_report(out)
+    if stale:
+        log.info("report: removed %d temporary file(s) of an interrupted report: %s", len(stale), stale[:5])
     log.info("report: statistics over %s", layout.root)
     stats = compute_stats(layout, n_examples=examples, n_groups=clusters)
     doc = stats.doc

@@ -17,9 +17,201 @@ Search has two paths, chosen by pool size:
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from shared.config import ConfigError
+
 REASONS = ("embedding_duplicate",)
+CHECKPOINT_HELP = ("--embedding-checkpoint must be an open_clip image-text model's state dict saved with "
+                   "torch.save(model.state_dict()) (.pt/.pth/.bin) or a .safetensors file, for the "
+                   "architecture named by embedding.model; leave it out to use a randomly initialised model "
+                   "(pixel-level near-duplicates only).")
+
+
+class CheckpointError(ConfigError):
+    """An embedding checkpoint that is missing, unreadable or does not fit the model; one paragraph."""
+
+
+def _first_line(exc: BaseException) -> str:
+    # torch's own message advises retrying with weights_only=False, i.e. running arbitrary pickled
+    # code: never pass that on; keep only a neutral first line.
+    line = (str(exc).strip().splitlines() or [""])[0]
+    if "weights_only" in line or "pickle" in line.lower() or len(line) > 200:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+_SAFE_MODULES = ("torch", "collections", "_codecs", "numpy")
+_SAFE_BUILTINS = {"set", "frozenset", "bytearray", "slice", "complex", "int", "float", "bool", "str", "bytes",
+                  "list", "dict", "tuple"}
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """``module.name`` of every global a pickle stream imports (GLOBAL / STACK_GLOBAL), read with
+    ``pickletools`` without running anything. Best effort: ``torch.load(weights_only=True)`` stays
+    the real guard; this only lets an obviously unsafe file fail before torch is even imported."""
+    import pickletools
+
+    found, strings, memo, n_memo, top = [], [], {}, 0, None  # top: the string just pushed, if any
+    for op, arg, _ in pickletools.genops(data):
+        pushed = None
+        if op.name in _STRING_OPS:
+            pushed = arg
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            if top is not None:
+                memo[arg] = top
+            pushed = top  # a memo write leaves the stack as it was
+        elif op.name == "MEMOIZE":
+            if top is not None:
+                memo[n_memo] = top
+            n_memo += 1
+            pushed = top
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            pushed = memo.get(arg)
+        elif op.name == "GLOBAL":
+            found.append(str(arg).replace(" ", "."))
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+            found.append(f"{strings[-2]}.{strings[-1]}")
+        if pushed is not None and pushed is not top:
+            strings.append(pushed)
+        top = pushed
+    return found
+
+
+def _quick_refusal(p: Path) -> str | None:
+    """Why ``p`` is certainly not a safe tensor checkpoint, found with the standard library only."""
+    import pickle
+    import zipfile
+
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    try:
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as zf:
+                pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+                if not pkl:
+                    return "it is a zip archive without the data.pkl of a torch checkpoint"
+                data = zf.read(pkl[0])
+        elif head[:1] == b"\x80":
+            data = p.read_bytes()
+        else:
+            return "it is neither a torch checkpoint (zip or pickle) nor a .safetensors file"
+        names = _pickle_globals(data)
+    except (zipfile.BadZipFile, pickle.UnpicklingError, ValueError, EOFError, OSError):
+        return None  # leave the verdict to torch.load
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        safe = module.split(".")[0] in _SAFE_MODULES or (module == "builtins" and attr in _SAFE_BUILTINS)
+        if not safe:
+            return (f"it holds pickled Python objects other than tensors ({name}), which are never unpickled "
+                    f"because they could run code")
+    return None
+
+
+def load_checkpoint_state(path: str | Path) -> dict:
+    """The tensors of a checkpoint file, loaded safely (safetensors, or torch.load weights_only=True).
+
+    Accepts a bare state dict or one wrapped as ``{"state_dict": ...}``; strips DDP's ``module.``.
+    Raises ``CheckpointError`` (one paragraph, no traceback) for anything else."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"embedding checkpoint {str(path)!r} does not exist. {CHECKPOINT_HELP}")
+    if not p.is_file():
+        raise CheckpointError(f"embedding checkpoint {str(path)!r} is not a regular file. {CHECKPOINT_HELP}")
+    why = _quick_refusal(p) if p.suffix != ".safetensors" else None
+    if why:
+        raise CheckpointError(f"embedding checkpoint {str(path)!r} was not loaded: {why}. {CHECKPOINT_HELP}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            import torch
+
+            import warnings
+
+            with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+                warnings.simplefilter("ignore")
+                state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read the file is the same user error
+        raise CheckpointError(f"embedding checkpoint {str(path)!r} was not loaded: it is not a plain tensor "
+                              f"checkpoint (damaged, not a torch/safetensors file, or holding Python objects "
+                              f"other than tensors, which are never unpickled because they could run code; "
+                              f"{_first_line(exc)}). {CHECKPOINT_HELP}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    import torch
+
+    if not isinstance(state, dict) or not state or \
+            not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"embedding checkpoint {str(path)!r} was not loaded: it is not a mapping of "
+                              f"parameter names to tensors. {CHECKPOINT_HELP}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_strict(net, state: dict, path: str | Path, model: str, assign: bool = False) -> None:
+    """``net.load_state_dict(state, strict=True)`` with a one-paragraph ``CheckpointError`` on mismatch
+    (``assign=True`` for a model on the ``meta`` device: no copy, only the key and shape checks)."""
+    try:
+        net.load_state_dict(state, strict=True, assign=assign)
+    except RuntimeError as exc:
+        want = net.state_dict()
+        missing = sorted(set(want) - set(state))
+        extra = sorted(set(state) - set(want))
+        shapes = sorted(k for k in set(want) & set(state) if tuple(want[k].shape) != tuple(state[k].shape))
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of the model's {len(want)} parameters are missing (e.g. {missing[:3]})")
+        if extra:
+            parts.append(f"{len(extra)} key(s) are not in the model (e.g. {extra[:3]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} parameter(s) have the wrong shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                         f"{tuple(want[k].shape)} in the model)")
+        why = "; ".join(parts) or _first_line(exc)
+        raise CheckpointError(f"embedding checkpoint {str(path)!r} does not fit open_clip {model}: {why}. "
+                              f"{CHECKPOINT_HELP}") from None
+
+
+def _model_names() -> list[str]:
+    """open_clip's architecture names, read from its bundled model configs without importing it
+    (importing open_clip pulls torchvision and costs seconds)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    folder = Path(spec.origin).parent / "model_configs" if spec and spec.origin else None
+    if folder is None or not folder.is_dir():
+        import open_clip
+
+        return open_clip.list_models()
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+def check_model_name(model: str) -> None:
+    names = _model_names()
+    if model not in names:
+        near = [n for n in names if n.lower().startswith(model.lower()[:4])][:8] or names[:8]
+        raise ConfigError(f"embedding.model {model!r} is not an open_clip architecture (e.g. {', '.join(near)}; "
+                          f"open_clip.list_models() has all {len(names)})")
+
+
+def check_checkpoint(model: str, checkpoint: str, image_size: int | None = None) -> None:
+    """Up-front check, before any Ray work: ``checkpoint`` exists, loads safely and fits ``model``
+    strictly (every parameter present, none extra, every shape right). The model is built on the
+    ``meta`` device, so no memory is allocated and no weights are initialised."""
+    state = load_checkpoint_state(checkpoint)
+    import open_clip
+    import torch
+
+    check_model_name(model)
+    kwargs = {"force_image_size": image_size} if image_size else {}
+    with torch.device("meta"):
+        net = open_clip.create_model(model, pretrained=None, device="meta", **kwargs)
+    load_strict(net, state, checkpoint, model, assign=True)
 
 
 class Embedder:
@@ -38,16 +230,7 @@ class Embedder:
             torch.manual_seed(seed)
             net = open_clip.create_model(model, pretrained=None, **kwargs)
         if checkpoint:
-            if checkpoint.endswith(".safetensors"):
-                from safetensors.torch import load_file
-
-                state = load_file(checkpoint)
-            else:
-                state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state:
-                state = state["state_dict"]
-            state = {k.removeprefix("module."): v for k, v in state.items()}
-            net.load_state_dict(state, strict=False)
+            load_strict(net, load_checkpoint_state(checkpoint), checkpoint, model)
         self.random_init = checkpoint is None
         self.description = (f"open_clip {model} RANDOM INIT seed {seed} (no checkpoint given; no semantics)"
                             if self.random_init else f"open_clip {model} from {checkpoint}")

@@ -93,3 +93,53 @@ def test_unknown_pipeline_and_overrides():
         load_pipeline("humans", overrides={"quality.min_sharpness": "sharp"})
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_set(["person.min_score"])
+
+
+def test_thresholds_that_no_image_could_pass_are_refused():
+    """These used to be accepted: min_mean above max_mean gave 0 samples with rc 0, a negative
+    embedding threshold dropped 19 of 20 images."""
+    cases = {
+        (("quality.min_mean", 200), ("quality.max_mean", 100)): ["min_mean=200", "max_mean=100",
+                                                                 "min_mean < max_mean"],
+        (("embedding.threshold", -0.5),): ["embedding.threshold", "-0.5", "greater than 0"],
+        (("embedding.threshold", 0),): ["embedding.threshold", "greater than 0"],
+        (("resolution.min_pixels", 5000), ("resolution.max_pixels", 4000)): ["min_pixels=5000",
+                                                                            "min_pixels <= max_pixels"],
+        (("resolution.min_short_side", 3000), ("resolution.max_pixels", 1_000_000)): ["min_short_side=3000"],
+        (("person.min_persons", 8), ("framing.max_persons", 2)): ["min_persons=8", "max_persons=2"],
+        (("phash.max_distance", 40),): ["max_distance=40", "0 <= max_distance < 32"],
+        (("read.max_bytes", -1),): ["read.max_bytes", "greater than or equal to 1"],
+        (("read.timeout_s", 0),): ["read.timeout_s", "greater than 0"],
+    }
+    for pairs, expected in cases.items():
+        with pytest.raises(ConfigError) as err:
+            load_pipeline("humans", overrides=dict(pairs))
+        for text in expected:
+            assert text in str(err.value), (pairs, str(err.value))
+
+
+def test_unknown_keys_list_the_valid_ones(tmp_path):
+    doc = _base()
+    doc["pipelines"]["humans"]["stages"][1]["min_brightness"] = 10
+    doc["pipelines"]["humans"]["filter_resources"]["gpus"] = 1
+    doc["pipelines"]["humans"]["sample_per_shard"] = 5
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("humans", _write(tmp_path, doc))
+    lines = str(err.value).splitlines()
+    quality = next(line for line in lines if "quality.min_brightness" in line)
+    assert "unknown key" in quality and "min_mean" in quality and "max_blockiness" in quality
+    res = next(line for line in lines if "filter_resources.gpus" in line)
+    assert "allowed: batch_size, concurrency, num_cpus, num_gpus" in res
+    top = next(line for line in lines if "sample_per_shard" in line)
+    assert "samples_per_shard" in top and "stages" in top and "read" in top
+
+
+def test_a_stage_without_name_names_the_allowed_stages(tmp_path):
+    doc = _base()
+    del doc["pipelines"]["humans"]["stages"][3]["name"]
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("humans", _write(tmp_path, doc))
+    text = str(err.value)
+    assert "pipelines.humans.stages.3" in text and "has no 'name'" in text
+    assert "resolution, quality, person, framing, phash, embedding" in text
+    assert "discriminator" not in text

@@ -1,5 +1,5 @@
 """Resume: a job killed mid-way and started again ends with exactly the samples of an uninterrupted
-run (nothing lost, nothing twice); finished shards are skipped and a missing one is rebuilt; the
+run (nothing lost, nothing twice, the same bytes: identical manifest.json); finished shards are skipped and a missing one is rebuilt; the
 large-pool IVF path of the embedding dedup agrees with the exact path."""
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def _same_outputs(a, b) -> None:
         [(e["name"], e["samples"], e["keys_sha256"]) for e in mb["shards"]]
     for e in ma["shards"]:
         assert file_sha256(a / e["name"]) == e["sha256"]
+    # byte-reproducible: fixed tar member metadata and order, deterministic index and manifest
+    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
+    assert (a / "index.parquet").read_bytes() == (b / "index.parquet").read_bytes()
 
 
 def test_kill_mid_run_then_resume_equals_uninterrupted_run(demo_pool_dir, curated_run_dir, ray_local, tmp_path):

@@ -54,7 +54,8 @@ def test_folder_pool_recursive_sorted_and_chunked(tmp_path):
     # a file that vanished after planning is an item with a named error, not a crash
     os.remove(tmp_path / "sub/05.jpg")
     after = {it.source: it for t in tasks for it in read_task(t)}
-    assert after[str(tmp_path / "sub/05.jpg")].error == "read_error"
+    assert after[str(tmp_path / "sub/05.jpg")].error == "missing_file"
+    assert "no longer exists" in after[str(tmp_path / "sub/05.jpg")].detail
 
 
 def test_labelled_pool_folder_uses_its_keys(tmp_path):

@@ -1,0 +1,167 @@
+"""Hardening of the curation job: shards are byte-reproducible, temp files of interrupted writes are
+removed on the next run, inputs are checked before any work (a bad embedding checkpoint fails in
+seconds with one paragraph, no traceback and no advice to unpickle), a missing --input leaves no
+output folder, and a run that keeps 0 samples exits nonzero."""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+import yaml
+
+from curation.cli import EXIT_NO_SAMPLES, main
+from curation.report.build import _remove_partial_report
+from shared.shards import ShardWriter, file_sha256, remove_partial_files
+
+
+def _write_shard(out, samples) -> str:
+    with ShardWriter(out, "t", 0) as w:
+        for key, img in samples:
+            w.add(key, {"jpg": img, "json": {"key": key, "n": len(img)}})
+        info = w.close()
+    return info.sha256
+
+
+def test_shards_are_byte_reproducible(tmp_path):
+    samples = [(f"k{i:03d}", os.urandom(1000 + i)) for i in range(5)]
+    a = _write_shard(tmp_path / "a", samples)
+    time.sleep(1.1)  # member mtimes used to be the wall clock
+    os.umask(0o077)
+    b = _write_shard(tmp_path / "b", samples)
+    assert a == b == file_sha256(tmp_path / "b" / "t-000000.tar")
+    with tarfile.open(tmp_path / "a" / "t-000000.tar") as tf:
+        members = tf.getmembers()
+    assert [m.name for m in members] == [f"k{i:03d}.{e}" for i in range(5) for e in ("jpg", "json")]
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o444)}
+
+
+def test_partial_files_of_interrupted_writes_are_removed(tmp_path):
+    run = tmp_path / "run"
+    for rel in ("humans-000001.tar.tmp", "index.parquet.tmp", "manifest.json.tmp4242",
+                "stages/02_quality/files-000001-abc.parquet.tmp77", "work/done/files-000001-abc.json.tmp9"):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_bytes(b"half")
+    keep = ["humans-000000.tar", "work/done/files-000000-abc.json", "notes.tmpl", "x.tmp.json"]
+    for rel in keep:
+        (run / rel).write_bytes(b"whole")
+    removed = remove_partial_files(run)
+    assert len(removed) == 5 and "stages/02_quality/files-000001-abc.parquet.tmp77" in removed
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()) == sorted(keep)
+    report = tmp_path / "report"
+    (report / "assets").mkdir(parents=True)
+    for name in ("index.html.tmp12", "stats.json.tmp3", "assets/hist_a.png.tmp5", "mine.txt.tmp"):
+        (report / name).write_bytes(b"half")
+    assert sorted(_remove_partial_report(report)) == ["assets/hist_a.png.tmp5", "index.html.tmp12",
+                                                      "stats.json.tmp3"]
+    assert (report / "mine.txt.tmp").is_file()  # not ours: a report folder may hold the user's files
+
+
+def _tiny_pool(tmp_path):
+    from shared.imageio import encode_jpeg
+    import numpy as np
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "small.jpg").write_bytes(encode_jpeg(np.full((40, 60, 3), 120, np.uint8)))
+    return pool
+
+
+def test_missing_input_leaves_no_output_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["run", "--input", str(tmp_path / "nope"), "--output", str(out)])
+    assert code == 2 and "not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_other_named_files_and_models_are_checked_up_front(tmp_path, capsys):
+    pool = _tiny_pool(tmp_path)
+    (tmp_path / "yolo.onnx").write_bytes(b"x")
+    cases = {("--detector-weights", str(tmp_path / "nope.pt")): "person.weights",
+             ("--detector-weights", str(tmp_path)): "not a regular file",
+             ("--detector-weights", str(tmp_path / "yolo.onnx")): "allowed: .pt",
+             ("--set", "embedding.model=ViT-B-3"): "'ViT-B-3' is not an open_clip architecture (e.g. ViT-B-16"}
+    for args, expected in cases.items():
+        out = tmp_path / "out"
+        code = main(["run", "--input", str(pool), "--output", str(out), *args])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and not out.exists(), (args, err)
+
+
+def _bad_checkpoints(tmp_path) -> dict:
+    import torch
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    paths = {"missing": tmp_path / "missing.pt", "folder": tmp_path / "ckdir", "garbage": tmp_path / "garbage.pt",
+             "pickle": tmp_path / "evil.pt", "torch_pickle": tmp_path / "evil_zip.pt", "wrong_keys": tmp_path / "keys.pt"}
+    paths["folder"].mkdir()
+    paths["garbage"].write_bytes(b"this is not a checkpoint")
+    paths["pickle"].write_bytes(pickle.dumps({"visual.proj": Evil()}))
+    torch.save({"visual.proj": Evil()}, paths["torch_pickle"])
+    torch.save({"visual.proj": torch.zeros(2, 2), "extra": torch.zeros(1)}, paths["wrong_keys"])
+    return {k: str(v) for k, v in paths.items()}, marker
+
+
+def test_bad_embedding_checkpoint_fails_up_front_in_seconds(tmp_path, capsys):
+    pool = _tiny_pool(tmp_path)
+    paths, marker = _bad_checkpoints(tmp_path)
+    main(["run", "--input", str(pool), "--output", str(tmp_path / "warm"), "--embedding-checkpoint",
+          paths["wrong_keys"]])  # imports torch/open_clip once, as a fresh process would have to
+    capsys.readouterr()
+    expect = {"missing": "does not exist", "folder": "not a regular file", "garbage": "neither a torch checkpoint",
+              "pickle": "(io.open), which are never unpickled", "torch_pickle": "open), which are never unpickled",
+              "wrong_keys": "parameters are missing (e.g. ['ln_final.bias'"}
+    for name, path in paths.items():
+        out = tmp_path / f"out_{name}"
+        t0 = time.perf_counter()
+        code = main(["run", "--input", str(pool), "--output", str(out), "--embedding-checkpoint", path])
+        seconds = time.perf_counter() - t0
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and seconds < 5, (name, code, seconds)
+        assert err.startswith("error: embedding checkpoint") and expect[name] in err, (name, err)
+        assert "\n" not in err and "weights_only=False" not in err and "Traceback" not in err, err
+        assert not out.exists(), name  # found before the output folder is made, before any Ray work
+        if name == "wrong_keys":
+            assert "1 key(s) are not in the model (e.g. ['extra'])" in err
+            assert "visual.proj: (2, 2) in the file, (768, 512) in the model" in err
+    assert not marker.exists()  # the pickle's payload never ran
+
+
+def test_bad_checkpoint_from_the_shell_is_one_paragraph(tmp_path):
+    pool = _tiny_pool(tmp_path)
+    paths, marker = _bad_checkpoints(tmp_path)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "curation", "run", "--input", str(pool), "--output",
+                           str(tmp_path / "o"), "--embedding-checkpoint", paths["pickle"]],
+                          capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - t0
+    print(f"bad checkpoint from the shell: rc {proc.returncode} after {seconds:.1f} s (interpreter start "
+          f"and imports included)")
+    assert seconds < 60  # typically a few seconds: the file is refused before torch is imported
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "never unpickled" in lines[0]
+    assert "Traceback" not in proc.stderr and "weights_only" not in proc.stderr and "ActorDiedError" not in proc.stderr
+    assert not (tmp_path / "o").exists() and not marker.exists()
+
+
+def test_a_run_that_keeps_nothing_exits_nonzero(tmp_path, ray_local, capsys):
+    """Used to exit 0 with 0 samples and no warning."""
+    pool = _tiny_pool(tmp_path)
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(yaml.safe_dump({"pipelines": {"only-res": {"items_per_task": 4, "stages": [
+        {"name": "resolution", "min_short_side": 64, "min_pixels": 0}]}}}))
+    code = main(["run", "--input", str(pool), "--output", str(tmp_path / "o"), "--config", str(cfg),
+                 "--pipeline", "only-res"])
+    captured = capsys.readouterr()
+    assert code == EXIT_NO_SAMPLES == 3
+    assert "error: the run kept 0 samples" in captured.err and "1 pool items" in captured.err
+    assert "too_small" in captured.out or "resolution" in captured.out
