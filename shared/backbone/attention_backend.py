@@ -64,7 +64,10 @@ def _use_xformers(q: torch.Tensor, backend: str | None) -> bool:
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """SDPA over grouped K/V: ``enable_gqa`` when the head counts differ."""
+    """SDPA over grouped K/V: ``enable_gqa`` when the head counts differ (the ONNX exporter has no
+    conversion for it, so an export repeats K/V explicitly)."""
+    if k.shape[1] != q.shape[1] and torch.onnx.is_in_onnx_export():
+        k, v = _expand_kv(k, q.shape[1]), _expand_kv(v, q.shape[1])
     if k.shape[1] == q.shape[1]:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
