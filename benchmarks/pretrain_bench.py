@@ -13,6 +13,11 @@ GPU section (only with CUDA): sapiens2-0.4b compute throughput (bf16 autocast) a
 FLOPs of one real training step with ``torch.utils.flop_counter``.
 
     .venv/bin/python benchmarks/pretrain_bench.py [--steps 10] [--batch 8] [--workers 2] [--shards DIR]
+        [--n-local 6] [--global-size 224] [--local-size 96]
+
+The view sizes default to the config's (what the main job and the docs' runs use); the ratio
+"data alone / full step" is the headroom of the input pipeline at those sizes, and "images/s per
+decoding worker" tells how many workers a faster (GPU) step needs.
 """
 from __future__ import annotations
 
@@ -78,8 +83,8 @@ def make_photo_shards(out: Path, n: int = 32) -> Path:
     return out
 
 
-def cpu_config(shards: str, batch: int, workers: int, threads: int, steps: int):
-    return load_train_config(None, {
+def cpu_config(shards: str, batch: int, workers: int, threads: int, steps: int, views: dict | None = None):
+    return load_train_config(None, {**{f"views.{k}": v for k, v in (views or {}).items() if v is not None},
         "model": "sapiens2-tiny", "objective": "mae+cl", "steps": steps, "threads": threads,
         "mae.decoder_dim": 128, "mae.decoder_depth": 2, "mae.decoder_heads": 4,
         "cl.out_dim": 4096, "cl.hidden_dim": 512, "cl.bottleneck_dim": 128,
@@ -170,12 +175,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="decoding workers for the pipeline")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the training process")
     ap.add_argument("--gpu-batch", type=int, default=64, help="batch of the GPU section")
+    ap.add_argument("--n-local", type=int, help="local views per image (default: the config's)")
+    ap.add_argument("--global-size", type=int, help="global view side in pixels (default: the config's)")
+    ap.add_argument("--local-size", type=int, help="local view side in pixels (default: the config's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         shards = args.shards or str(make_photo_shards(tmp / "shards"))
-        cfg = cpu_config(shards, args.batch, args.workers, args.threads, args.steps + 2)
+        cfg = cpu_config(shards, args.batch, args.workers, args.threads, args.steps + 2,
+                         {"n_local": args.n_local, "global_size": args.global_size, "local_size": args.local_size})
         print(f"machine: {platform.machine()} {os.cpu_count()} CPU(s), torch {torch.__version__}, "
               f"load average {os.getloadavg()[0]:.1f}")
         print(f"config: {cfg.model}, {cfg.objective}, batch {args.batch}, 2 x {cfg.views.global_size} px global + "
@@ -196,6 +205,8 @@ def main() -> None:
         print(f"{name:<40} {v}")
     print(f"\nratio data-alone / full-step: {data_ips / full_ips:.2f}x; data wait in the full step: "
           f"{100 * data_frac:.1f} % of step time; full step / compute alone: {full_ips / comp_ips:.2f}x")
+    print(f"images/s per decoding worker at these view sizes: {data0_ips:.1f} (main process, no worker "
+          f"overhead); a step consuming R images/s needs about R / {data0_ips:.1f} workers per rank")
     print(f"memory: RSS after warm-up {base_mb:.0f} MiB, process peak RSS {peak_mb:.0f} MiB")
     gpu = bench_gpu(args.gpu_batch, args.steps)
     if gpu is None:

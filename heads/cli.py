@@ -13,6 +13,29 @@ from pathlib import Path
 from heads import TASKS
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the backbone and head run: cpu, cuda, or auto (cuda when available, else cpu)")
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> cuda when a CUDA device is available, else cpu; ``cuda`` without one is an error."""
+    import torch
+
+    from shared.config import ConfigError
+
+    if name not in DEVICES:
+        raise ConfigError(f"--device {name!r}: allowed {', '.join(DEVICES)}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here (allowed: auto, cpu)")
+    return name
+
+
 def _common_model(p: argparse.ArgumentParser, task_required: bool) -> None:
     p.add_argument("--task", choices=TASKS, required=task_required,
                    help="the task: pose (308 keypoint heatmaps), seg (29 body parts), pointmap (X, Y, Z per "
@@ -46,9 +69,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--val-data", help="a separate DATA folder for evaluation (then all of --data trains)")
     p.add_argument("--keypoints", help="keypoint JSON to use instead of DATA/keypoints.json "
                                        "(our 308 layout or COCO-WholeBody, mapped into 308)")
-    p.add_argument("--cache-dir", help="folder to keep backbone features in between runs (default: memory only)")
+    p.add_argument("--cache-dir", help="folder to keep backbone features in between runs (default: a temporary "
+                                       "folder; features are always streamed from disk in batches)")
     p.add_argument("--no-flip-aug", action="store_true", help="do not add mirrored training copies")
     p.add_argument("--seed", type=int, help="random seed (split, init, order)")
+    _device_arg(p)
 
 
 def _eval_parser(sub) -> None:
@@ -64,6 +89,7 @@ def _eval_parser(sub) -> None:
     p.add_argument("--backbone", help="backbone checkpoint, if it moved since training")
     p.add_argument("--keypoints", help="keypoint JSON instead of DATA/keypoints.json")
     p.add_argument("--cache-dir", help="feature cache folder")
+    _device_arg(p)
 
 
 def _probe_parser(sub) -> None:
@@ -92,6 +118,7 @@ def _probe_parser(sub) -> None:
     p.add_argument("--json", help="write all metrics as JSON here")
     p.add_argument("--write-results", help="write the table as Markdown here (e.g. benchmarks/results/probe.md)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _device_arg(p)
 
 
 def _predict_parser(sub) -> None:
@@ -106,6 +133,7 @@ def _predict_parser(sub) -> None:
     p.add_argument("--bbox", help="pose: person box x,y,w,h in image pixels (default: the whole image)")
     p.add_argument("--backbone", help="backbone checkpoint, if it moved since training")
     p.add_argument("--min-score", type=float, default=0.2, help="pose: draw keypoints above this score")
+    _device_arg(p)
 
 
 def _export_parser(sub) -> None:
@@ -192,14 +220,15 @@ def _dispatch(a: argparse.Namespace) -> int:
     if a.command == "train":
         from heads.train import run_train
         cfg = _train_config(a)
-        res = run_train(cfg, a.data, a.out, a.val_data, a.keypoints, a.cache_dir)
+        res = run_train(cfg, a.data, a.out, a.val_data, a.keypoints, a.cache_dir, device=resolve_device(a.device))
         _print_metrics(f"{cfg.task} ({cfg.kind}) held-out metrics, {res['val_samples']} samples:", res["metrics"])
         print(f"wrote {Path(a.out) / 'head.safetensors'}")
         return 0
     if a.command == "eval":
         from heads.evaluate import run_eval
         out = a.out or str(Path(a.checkpoint).with_name("eval.json"))
-        res = run_eval(a.checkpoint, a.data, out, a.backbone, a.keypoints, a.cache_dir, a.split)
+        res = run_eval(a.checkpoint, a.data, out, a.backbone, a.keypoints, a.cache_dir, a.split,
+                       device=resolve_device(a.device))
         if a.task and a.task != res["task"]:
             raise ValueError(f"--task {a.task} but the checkpoint is a {res['task']} head")
         _print_metrics(f"{res['task']} metrics on {res['samples']} samples ({a.split}):", res["metrics"])
@@ -216,7 +245,7 @@ def _dispatch(a: argparse.Namespace) -> int:
                         size=parse_size(a.size), epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                         val_frac=a.val_frac, val_data=a.val_data, label_stride=a.label_stride, seed=a.seed,
                         baseline=not a.no_baseline,
-                        cache_dir=a.cache_dir, write_results=a.write_results)
+                        cache_dir=a.cache_dir, write_results=a.write_results, device=resolve_device(a.device))
         print(res["table"])
         if a.json:
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
@@ -225,7 +254,7 @@ def _dispatch(a: argparse.Namespace) -> int:
     if a.command == "predict":
         from heads.predict import run_predict
         paths = run_predict(a.checkpoint, a.images, a.out, task=a.task, bbox=a.bbox, backbone=a.backbone,
-                            min_score=a.min_score)
+                            min_score=a.min_score, device=resolve_device(a.device))
         for p in paths:
             print(p)
         return 0

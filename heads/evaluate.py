@@ -42,8 +42,10 @@ def flip_back(out: torch.Tensor, task: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_outputs(fn: OutputFn, tt: TaskTensors, data: DenseData, cfg: HeadConfig, batch: int = 16) -> dict:
-    """Metrics of ``fn`` ((features [B,C,h,w], images [B,3,h,w] or None) -> outputs) over ``tt``.
+def evaluate_outputs(fn: OutputFn, tt: TaskTensors, data: DenseData, cfg: HeadConfig, batch: int = 16,
+                     device: str | torch.device = "cpu") -> dict:
+    """Metrics of ``fn`` ((features [B,C,h,w], images [B,3,h,w] or None) -> outputs) over ``tt``,
+    run on ``device`` batch by batch (features read from the memory-mapped cache per batch).
 
     When ``tt`` holds flipped copies (its second half), pose heatmaps are averaged with them.
     """
@@ -53,9 +55,10 @@ def evaluate_outputs(fn: OutputFn, tt: TaskTensors, data: DenseData, cfg: HeadCo
     metric = make_metric(task)
     for start in range(0, n, batch):
         idx = torch.arange(start, min(n, start + batch))
-        out = fn(tt.feats[idx].float(), tt.images(idx)).float()
+        img = tt.images(idx)
+        out = fn(tt.feats[idx].to(device).float(), None if img is None else img.to(device)).float().cpu()
         if flipped and task == "pose":
-            out = 0.5 * (out + flip_back(fn(tt.feats[idx + n].float(), None).float(), task))
+            out = 0.5 * (out + flip_back(fn(tt.feats[idx + n].to(device).float(), None).float().cpu(), task))
         for j, i in enumerate(idx.tolist()):
             _update(metric, task, out[j], tt.items[i], tt, i, data, cfg)
     return metric.compute()
@@ -86,13 +89,13 @@ def _update(metric, task: str, out: torch.Tensor, item: Item, tt: TaskTensors, i
 
 
 def evaluate_head(head, cfg: HeadConfig, data: DenseData, items: list[Item], extractor: FeatureExtractor | None,
-                  cache: FeatureCache | None = None) -> dict:
+                  cache: FeatureCache | None = None, device: str | torch.device = "cpu") -> dict:
     """Metrics of a trained head on ``items`` (flip test for pose when ``cfg.flip_test``)."""
     flip = cfg.task == "pose" and cfg.flip_test
-    tt = prepare_task(data, items, cfg, extractor, cache, flip=flip)
-    head.eval()
+    tt = prepare_task(data, items, cfg, extractor, cache, flip=flip, device=device)
+    head.to(device).eval()
     out_hw = cfg.out_hw()
-    return evaluate_outputs(lambda f, img: head(f, out_hw, img), tt, data, cfg)
+    return evaluate_outputs(lambda f, img: head(f, out_hw, img), tt, data, cfg, device=device)
 
 
 def mean_baseline(train: TaskTensors, cfg: HeadConfig, per_pixel: bool = False) -> OutputFn:
@@ -127,11 +130,12 @@ def mean_baseline(train: TaskTensors, cfg: HeadConfig, per_pixel: bool = False) 
         const = const.permute(2, 0, 1)
         if task == "normal":
             const = F.normalize(const, dim=0, eps=1e-6)
-    return lambda f, img=None: const[None].expand(f.shape[0], *const.shape)
+    return lambda f, img=None: const[None].expand(f.shape[0], *const.shape).to(f.device)
 
 
 def run_eval(checkpoint: str, data_dir: str, out_json: str | None = None, backbone: str | None = None,
-             keypoints: str | None = None, cache_dir: str | None = None, split: str = "all") -> dict:
+             keypoints: str | None = None, cache_dir: str | None = None, split: str = "all",
+             device: str = "cpu") -> dict:
     """The ``eval`` command: metrics of a checkpoint on a DATA folder (all images, or its held-out split)."""
     from heads.models.model import load_model
 
@@ -142,7 +146,7 @@ def run_eval(checkpoint: str, data_dir: str, out_json: str | None = None, backbo
     items = data.items(cfg.task, keys)
     if not items:
         raise ValueError(f"{data_dir}: no labelled samples for task {cfg.task!r}")
-    metrics = evaluate_head(model.head, cfg, data, items, model.extractor, FeatureCache(cache_dir))
+    metrics = evaluate_head(model.head, cfg, data, items, model.extractor, FeatureCache(cache_dir), device=device)
     result = {"task": cfg.task, "checkpoint": str(checkpoint), "data": str(data_dir), "split": split,
               "samples": len(items), "metrics": metrics}
     if out_json:

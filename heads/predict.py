@@ -47,19 +47,23 @@ def predict_image(model: HeadModel, img: np.ndarray, bbox=None) -> np.ndarray:
     if cfg.task == "pose":
         a = crop_affine(bbox or (0, 0, img.shape[1], img.shape[0]), size)
         crop = warp_image(img, a, size)
-        x = to_tensor([crop])
-        hm = model(x)
+        x = to_tensor([crop]).to(_device(model))
+        hm = model(x).float().cpu()
         if cfg.flip_test:
-            hm = 0.5 * (hm + flip_back(model(x.flip(-1)), "pose"))
+            hm = 0.5 * (hm + flip_back(model(x.flip(-1)).float().cpu(), "pose"))
         xy, score = decode_heatmaps(hm[0].numpy(), cfg.heatmap_stride)
         return np.concatenate([apply_affine(xy, invert_affine(a)), score[:, None]], axis=1)
-    out = model(to_tensor([resize_image(img, size)]))
+    out = model(to_tensor([resize_image(img, size)]).to(_device(model))).float().cpu()
     up = F.interpolate(out, size=img.shape[:2], mode="bilinear", align_corners=False)[0]
     if cfg.task == "seg":
         return up.argmax(0).numpy().astype(np.uint8)
     if cfg.task == "normal":
         up = F.normalize(up, dim=0, eps=1e-6)
     return up.permute(1, 2, 0).numpy()
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _colour(idx: int) -> tuple[int, int, int]:
@@ -103,8 +107,8 @@ def overlay(task: str, img: np.ndarray, pred: np.ndarray, min_score: float = 0.2
 
 
 def run_predict(checkpoint: str, images: list[str], out_dir: str, task: str | None = None, bbox: str | None = None,
-                backbone: str | None = None, min_score: float = 0.2) -> list[Path]:
-    model = load_model(checkpoint, backbone)
+                backbone: str | None = None, min_score: float = 0.2, device: str = "cpu") -> list[Path]:
+    model = load_model(checkpoint, backbone).to(device)
     if task and task != model.config.task:
         raise ValueError(f"--task {task} but {checkpoint} is a {model.config.task} head")
     out = Path(out_dir)

@@ -79,7 +79,7 @@ def run_probe(backbones: list[tuple[str, str]], data_dir: str, tasks: list[str],
               size: tuple[int, int], epochs: int = 30, batch_size: int = 16, lr: float = 1e-2,
               val_frac: float = 0.25, val_data: str | None = None, label_stride: int = 4, seed: int = 0,
               baseline: bool = True,
-              cache_dir: str | None = None, write_results: str | None = None) -> dict:
+              cache_dir: str | None = None, write_results: str | None = None, device: str = "cpu") -> dict:
     """Probe every backbone on every task; returns ``{"results", "seconds", "table", ...}``."""
     from shared.backbone import load_backbone
 
@@ -111,16 +111,16 @@ def run_probe(backbones: list[tuple[str, str]], data_dir: str, tasks: list[str],
                 continue
             counts[task] = (len(tr_items), len(va_items))
             extractor = FeatureExtractor(backbone, layers, cfg.pixel_mean, cfg.pixel_std)
-            tt = prepare_task(data, tr_items, cfg, extractor, cache)
+            tt = prepare_task(data, tr_items, cfg, extractor, cache, device=device)
             torch.manual_seed(seed)
             head = make_head(cfg, backbone)
-            hist = fit(head, tt, cfg, desc=f"{label}/{task}: probe")
-            results[label][task] = evaluate_head(head, cfg, val_set, va_items, extractor, cache)
+            hist = fit(head, tt, cfg, desc=f"{label}/{task}: probe", device=device)
+            results[label][task] = evaluate_head(head, cfg, val_set, va_items, extractor, cache, device=device)
             log.info("%s/%s: loss %.4f -> %.4f; %s", label, task, hist[0], hist[-1],
                      {k: round(v, 4) for k, v in results[label][task].items() if "/" not in k})
             if baseline and task not in base:
-                vt = prepare_task(val_set, va_items, cfg, extractor, cache)
-                base[task] = evaluate_outputs(mean_baseline(tt, cfg), vt, val_set, cfg)
+                vt = prepare_task(val_set, va_items, cfg, extractor, cache, device=device)
+                base[task] = evaluate_outputs(mean_baseline(tt, cfg), vt, val_set, cfg, device=device)
         seconds[label] = round(time.time() - t0, 1)
     if baseline:
         results["mean baseline"] = base

@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from heads.data.features import FeatureCache, FeatureExtractor, file_digest, to_
 from heads.data.transforms import gaussian_heatmaps, resize_image, resize_nearest
 from heads.losses import LossWeights, task_loss
 from shared.log import get_logger, progress
+from shared.runlog import plot_curves, tensorboard_writer
 
 log = get_logger("heads.train")
 
@@ -62,58 +64,65 @@ def feature_key(cfg: HeadConfig, items: list[Item], task: str, flip: bool) -> st
                             std=cfg.pixel_std, view=view, flip=flip, data=[(i.key, i.person) for i in items])
 
 
-_MEMORY: dict[str, torch.Tensor] = {}  # features computed in this process (probe reuses them across tasks)
+_MEMORY: dict[str, torch.Tensor] = {}  # memory-mapped features opened in this process (probe reuses them)
 
 
 @torch.no_grad()
 def prepare_task(data: DenseData, items: list[Item], cfg: HeadConfig, extractor: FeatureExtractor | None,
                  cache: FeatureCache | None = None, flip: bool = False, batch_size: int = 16,
-                 device: str = "cpu") -> TaskTensors:
-    """Labels and features of ``items`` (and, with ``flip``, of their mirrored copies)."""
+                 device: str | torch.device = "cpu") -> TaskTensors:
+    """Labels and features of ``items`` (and, with ``flip``, of their mirrored copies).
+
+    Features are written to the cache (``cache``, or a temporary folder) one batch at a time as they
+    are computed and come back memory-mapped: only the rows a training step indexes are read."""
     task = cfg.task
     variants = [False, True] if flip else [False]
     key = feature_key(cfg, items, task, flip)
+    store = cache if cache is not None else FeatureCache(None)
     cached = _MEMORY.get(key)
-    on_disk = cache is not None and cache.root is not None and (cache.root / f"{key}.safetensors").is_file()
-    if cached is None and on_disk:
-        cached = cache.get_or_compute(key, lambda: None)  # type: ignore[arg-type]
+    if cached is None:
+        cached = store.open(key)
     labels: dict[str, list] = {}
-    feats: list[torch.Tensor] = []
     batch: list[np.ndarray] = []
     flags: list[bool] = []
-    if extractor is not None:
+    units = [(it, fl) for fl in variants for it in items]
+    writer = store.writer(key, len(units)) if cached is None and units else None
+    if writer is not None:
+        if extractor is None:
+            raise ValueError("no cached features and no backbone to compute them")
         extractor.eval().to(device)
 
     def flush():
-        if batch and cached is None:
-            feats.append(extractor(to_tensor(batch).to(device)).half().cpu())
+        if batch and writer is not None:
+            writer.write(extractor(to_tensor(batch).to(device)).half().cpu())
         batch.clear()
 
-    units = [(it, fl) for fl in variants for it in items]
     label_hw = cfg.out_hw()
-    for it, fl in progress(units, desc=f"{task}: samples", total=len(units), unit="img"):
-        s = data.load(it, task, tuple(cfg.size), flip=fl)
-        batch.append(s["image"])
-        if task == "pose":
-            s.pop("image")
-        flags.append(fl)
-        s.pop("orig_hw", None)
-        if task != "pose" and label_hw != tuple(cfg.size):
-            s = {k: (resize_image(v, label_hw) if k == "image" else resize_nearest(v, label_hw))
-                 if isinstance(v, np.ndarray) and v.ndim >= 2 else v for k, v in s.items()}
-        for k, v in s.items():
-            labels.setdefault(k, []).append(v)
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+    try:
+        for it, fl in progress(units, desc=f"{task}: samples", total=len(units), unit="img"):
+            s = data.load(it, task, tuple(cfg.size), flip=fl)
+            batch.append(s["image"])
+            if task == "pose":
+                s.pop("image")
+            flags.append(fl)
+            s.pop("orig_hw", None)
+            if task != "pose" and label_hw != tuple(cfg.size):
+                s = {k: (resize_image(v, label_hw) if k == "image" else resize_nearest(v, label_hw))
+                     if isinstance(v, np.ndarray) and v.ndim >= 2 else v for k, v in s.items()}
+            for k, v in s.items():
+                labels.setdefault(k, []).append(v)
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        if writer is not None:
+            writer.commit()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     if cached is None:
-        if extractor is None:
-            raise ValueError("no cached features and no backbone to compute them")
-        f = torch.cat(feats) if feats else torch.zeros(0)
-        if cache is not None and cache.root is not None:
-            f = cache.get_or_compute(key, lambda: f)
-    else:
-        f = cached
+        cached = store.open(key) if units else torch.zeros(0)
+    f = cached
     _MEMORY[key] = f
     targets: dict[str, torch.Tensor] = {}
     extra: dict = {}
@@ -149,10 +158,20 @@ def loss_weights(cfg: HeadConfig) -> LossWeights:
     return LossWeights(**cfg.loss.model_dump())
 
 
+def _to(x, device):
+    if isinstance(x, dict):
+        return {k: _to(v, device) for k, v in x.items()}
+    return x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x
+
+
 def fit(head: nn.Module, tt: TaskTensors, cfg: HeadConfig, epochs: int | None = None,
-        desc: str | None = None) -> list[float]:
-    """Train ``head`` on the cached features; returns the mean loss of each epoch."""
+        desc: str | None = None, device: str | torch.device = "cpu",
+        on_epoch: Callable[[int, float, float], None] | None = None) -> list[float]:
+    """Train ``head`` on ``device`` from the cached features (each step reads its batch's rows
+    from the memory-mapped cache); returns the mean loss of each epoch. ``on_epoch(epoch, loss,
+    lr)`` is called after each epoch (epoch counted from 1, lr at its last step)."""
     epochs = epochs or cfg.epochs
+    head.to(device)
     n = len(tt)
     if n == 0:
         raise ValueError(f"{tt.task}: no labelled training samples")
@@ -175,20 +194,23 @@ def fit(head: nn.Module, tt: TaskTensors, cfg: HeadConfig, epochs: int | None = 
         tot = 0.0
         for s in range(steps_per_epoch):
             idx = perm[s * bs:(s + 1) * bs]
-            pred = head(tt.feats[idx].float(), out_hw, tt.images(idx))
-            loss = task_loss(tt.task, pred, batch_targets(tt, idx, cfg), w)
+            pred = head(_to(tt.feats[idx], device).float(), out_hw, _to(tt.images(idx), device))
+            loss = task_loss(tt.task, pred, _to(batch_targets(tt, idx, cfg), device), w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             tot += loss.item()
         history.append(tot / steps_per_epoch)
+        if on_epoch is not None:
+            on_epoch(len(history), history[-1], opt.param_groups[0]["lr"])
     head.eval()
     return history
 
 
 def run_train(cfg: HeadConfig, data_dir: str, out_dir: str, val_data: str | None = None,
-              keypoints: str | None = None, cache_dir: str | None = None, threads: int | None = None) -> dict:
+              keypoints: str | None = None, cache_dir: str | None = None, threads: int | None = None,
+              device: str = "cpu") -> dict:
     """The ``train`` command (see module docstring); returns the held-out metrics."""
     from heads.evaluate import evaluate_head
     from heads.models.model import load_backbone_for, make_head, save_head
@@ -212,12 +234,30 @@ def run_train(cfg: HeadConfig, data_dir: str, out_dir: str, val_data: str | None
     log.info("%s: %d training and %d held-out samples; backbone %s layers %s; input %dx%d",
              cfg.task, len(train_items), len(val_items), cfg.backbone, cfg.layers, *cfg.size)
     cache = FeatureCache(cache_dir)
-    tt = prepare_task(data, train_items, cfg, extractor, cache, flip=cfg.flip_aug)
+    tt = prepare_task(data, train_items, cfg, extractor, cache, flip=cfg.flip_aug, device=device)
     head = make_head(cfg, backbone)
-    history = fit(head, tt, cfg)
     out = Path(out_dir)
-    save_head(out / "head.safetensors", head, cfg)
-    metrics = evaluate_head(head, cfg, val_set, val_items, extractor, cache) if val_items else {}
+    out.mkdir(parents=True, exist_ok=True)
+    tb = tensorboard_writer(out)
+    rows: list[dict] = []
+
+    def on_epoch(epoch: int, loss: float, lr: float) -> None:
+        rows.append({"epoch": epoch, "loss": loss, "lr": lr})
+        if tb is not None:
+            tb.add_scalar(f"heads/{cfg.task}/train_loss", loss, epoch)
+            tb.add_scalar(f"heads/{cfg.task}/lr", lr, epoch)
+
+    history = fit(head, tt, cfg, device=device, on_epoch=on_epoch)
+    save_head(out / "head.safetensors", head.cpu(), cfg)
+    metrics = (evaluate_head(head, cfg, val_set, val_items, extractor, cache, device=device)
+               if val_items else {})
+    if tb is not None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and "/" not in k:
+                tb.add_scalar(f"heads/{cfg.task}/val_{k}", float(v), len(history))
+        tb.close()
+    plot_curves(rows, out / "plots" / "loss.png", {"training loss": ("loss",), "learning rate": ("lr",)},
+                x="epoch", title=f"{cfg.task} ({cfg.kind}) on {Path(cfg.backbone or '').name}", log_y=("training loss",))
     result = {"task": cfg.task, "kind": cfg.kind, "train_samples": len(train_items), "val_samples": len(val_items),
               "metrics": metrics, "seconds": round(time.time() - t0, 1)}
     _write_json(out / "metrics.json", result)

@@ -1,42 +1,68 @@
-"""Training checkpoints: atomic writes, discovery of the latest one, safe loading.
+"""Training checkpoints: atomic writes, discovery of the latest one, safe loading, sharded (DCP) saves.
 
-A checkpoint is one file ``RUN/ckpt/step_NNNNNNNN.pt`` (N = optimizer steps completed) holding only
-tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``: model, teacher,
-optimizer and scheduler state, step, config (YAML text), every rank's RNG state and data position.
-It is written to a temporary name, fsynced and renamed, so an interrupted save never leaves a
-truncated file under a real name; older checkpoints beyond ``keep`` are removed after a save.
+Two layouts, both named by N = optimizer steps completed:
+
+- ``RUN/ckpt/step_NNNNNNNN.pt``: one file (single-process and DDP runs) holding only tensors and
+  plain Python values, so it loads with ``torch.load(weights_only=True)``: model, teacher, optimizer
+  and scheduler state, step, config (YAML text), every rank's RNG state and data position.
+- ``RUN/ckpt/step_NNNNNNNN.dcp/``: a ``torch.distributed.checkpoint`` directory (FSDP runs): each
+  rank writes and reads only its own shards of model, teacher and optimizer state; the small
+  remainder (step, config, scheduler, RNG, data position) is ``meta.pt`` inside it, written by rank
+  0. DCP reshards on load, so a run saved on N ranks resumes on M (including one process), and
+  ``load_checkpoint`` gathers it into the same full dict as a ``.pt`` file (for export).
+
+Both are written under a temporary name and renamed when complete, so an interrupted save never
+leaves a truncated checkpoint under a real name; ``remove_stale_temps`` deletes what an interrupted
+save left behind (the trainer calls it when it starts). Checkpoints beyond ``keep`` are pruned.
 """
 from __future__ import annotations
 
 import os
 import re
+import shutil
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from shared.log import get_logger
+
+log = get_logger("pretrain.checkpoint")
+
 CKPT_DIR = "ckpt"
 FORMAT = "humans-pretrain-ckpt-v1"
-_NAME_RE = re.compile(r"^step_(\d{8})\.pt$")
+META_FILE = "meta.pt"
+_NAME_RE = re.compile(r"^step_(\d{8})\.(pt|dcp)$")
+_TMP_RE = re.compile(r"^step_\d{8}\.(pt|dcp)\.tmp\d*$")
 
 
-def ckpt_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / CKPT_DIR / f"step_{step:08d}.pt"
+def ckpt_path(run_dir: str | Path, step: int, sharded: bool = False) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"step_{step:08d}.{'dcp' if sharded else 'pt'}"
+
+
+def is_sharded(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / META_FILE).is_file()
+
+
+def _complete(p: Path) -> bool:
+    return p.is_file() if p.suffix == ".pt" else is_sharded(p)
 
 
 def list_checkpoints(path: str | Path) -> list[Path]:
-    """Checkpoints under a run directory or a ckpt directory, oldest first."""
+    """Complete checkpoints (files and DCP directories) under a run or ckpt directory, oldest first."""
     path = Path(path)
     folder = path / CKPT_DIR if (path / CKPT_DIR).is_dir() else path
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if _NAME_RE.match(p.name)), key=lambda p: p.name)
+    found = [p for p in folder.iterdir() if _NAME_RE.match(p.name) and _complete(p)]
+    return sorted(found, key=lambda p: (p.name[:13], p.suffix))
 
 
 def latest_checkpoint(path: str | Path) -> Path | None:
-    """``path`` itself when it is a checkpoint file, else the newest checkpoint under it (or None)."""
+    """``path`` itself when it is a checkpoint, else the newest checkpoint under it (or None)."""
     path = Path(path)
-    if path.is_file():
+    if path.is_file() or is_sharded(path):
         return path
     found = list_checkpoints(path)
     return found[-1] if found else None
@@ -47,25 +73,127 @@ def step_of(path: str | Path) -> int:
     return int(m.group(1)) if m else -1
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Atomically write ``state`` to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def remove_stale_temps(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files/directories of saves that never completed (a killed process)."""
+    folder = Path(run_dir) / CKPT_DIR
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if _TMP_RE.match(p.name)]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        log.warning("removed %s, left by an interrupted checkpoint save", p)
+    return stale
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            torch.save({"format": FORMAT, **state}, fh)
+            torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Atomically write ``state`` to ``path`` (a ``.pt`` file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_torch_save({"format": FORMAT, **state}, path)
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; errors name the file."""
+class ShardedSave:
+    """One DCP save in flight: ``tensors`` written by every rank into ``path.tmp``, then renamed.
+
+    Collective: every rank constructs it and calls ``finish()`` (which waits for an asynchronous
+    write, has rank 0 add ``meta.pt`` and rename the directory, and synchronises the ranks).
+    """
+
+    def __init__(self, tensors: dict[str, Any], meta: dict[str, Any], path: str | Path, is_main: bool,
+                 process_group=None, use_async: bool = False):
+        import torch.distributed as dist
+        import torch.distributed.checkpoint as dcp
+
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.meta = {"format": FORMAT, **meta}
+        self.is_main = is_main
+        self.pg = process_group
+        self._dist = dist.is_available() and dist.is_initialized()
+        if is_main:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp.mkdir(parents=True)
+        self._barrier()
+        self.future: Future | None = None
+        if use_async:
+            self.future = dcp.async_save(tensors, checkpoint_id=str(self.tmp), process_group=process_group)
+        else:
+            dcp.save(tensors, checkpoint_id=str(self.tmp), process_group=process_group)
+
+    def _barrier(self) -> None:
+        if self._dist:
+            import torch.distributed as dist
+
+            dist.barrier(group=self.pg)
+
+    def finish(self) -> Path:
+        if self.future is not None:
+            self.future.result()
+            self.future = None
+        self._barrier()                      # every rank's shards are on disk
+        if self.is_main:
+            _atomic_torch_save(self.meta, self.tmp / META_FILE)
+            if self.path.exists():           # same step saved twice (e.g. a rerun): replace it
+                shutil.rmtree(self.path)
+            os.replace(self.tmp, self.path)
+        self._barrier()
+        return self.path
+
+
+def load_sharded_into(path: str | Path, tensors: dict[str, Any], process_group=None) -> dict[str, Any]:
+    """Load a DCP checkpoint in place into ``tensors`` (sharded or full state dicts, any world size);
+    returns its ``meta.pt``."""
+    import torch.distributed.checkpoint as dcp
+
     path = Path(path)
+    meta = _load_meta(path)
+    try:
+        dcp.load(tensors, checkpoint_id=str(path), process_group=process_group)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the directory name
+        raise ValueError(f"{path}: sharded checkpoint does not match this run ({type(exc).__name__}: "
+                         f"{str(exc)[:400]})") from None
+    return meta
+
+
+def _load_meta(path: Path) -> dict[str, Any]:
+    meta_file = path / META_FILE
+    if not meta_file.is_file():
+        raise ValueError(f"{path}: not a complete sharded checkpoint (no {META_FILE})")
+    try:
+        meta = torch.load(meta_file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{meta_file}: not readable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_file}: not a pretrain checkpoint (expected format {FORMAT!r})")
+    return meta
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint as one full dict on this process (``weights_only=True``); errors name the
+    file. A DCP directory is gathered from all its shards (model, teacher, optimizer + meta)."""
+    path = Path(path)
+    if path.is_dir():
+        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+        meta = _load_meta(path)
+        try:
+            tensors = _load_state_dict_from_keys(checkpoint_id=str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"{path}: not a readable sharded checkpoint ({type(exc).__name__}: {exc})") from None
+        return {**meta, **tensors}
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -83,5 +211,5 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
         return []
     old = list_checkpoints(run_dir)[:-keep]
     for p in old:
-        p.unlink(missing_ok=True)
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     return old

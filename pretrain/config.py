@@ -63,7 +63,7 @@ class MaeConfig(StrictModel):
     """Pixel MAE branch: cell masking, light decoder, masked-only MSE."""
 
     mask_ratio: float = 0.75
-    decoder_dim: int = 256
+    decoder_dim: int | None = None     # None: min(256, backbone width), resolved by TrainConfig
     decoder_depth: int = 2
     decoder_heads: int = 8
     norm_pix_loss: bool = False        # per-patch normalised targets (MAE's norm_pix_loss)
@@ -74,7 +74,7 @@ class MaeConfig(StrictModel):
     def _check(self) -> "MaeConfig":
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mae: key 'mask_ratio' has value {self.mask_ratio!r}: allowed 0 < r < 1")
-        if self.decoder_dim % self.decoder_heads:
+        if self.decoder_dim is not None and self.decoder_dim % self.decoder_heads:
             raise ConfigError(f"mae: key 'decoder_dim' has value {self.decoder_dim!r}: allowed a "
                               f"multiple of decoder_heads={self.decoder_heads}")
         if self.decoder_depth < 0:
@@ -86,8 +86,8 @@ class ClConfig(StrictModel):
     """Self-distillation branch: projection head to K prototypes, EMA teacher, centring, sharpening."""
 
     out_dim: int = 65536               # K prototypes
-    hidden_dim: int = 2048
-    bottleneck_dim: int = 256
+    hidden_dim: int | None = None      # None: min(2048, 4 x backbone width), resolved by TrainConfig
+    bottleneck_dim: int | None = None  # None: min(256, backbone width), resolved by TrainConfig
     n_layers: int = 3
     student_temp: float = 0.1
     teacher_temp: float = 0.07
@@ -105,7 +105,7 @@ class ClConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> "ClConfig":
         for key in ("out_dim", "hidden_dim", "bottleneck_dim", "n_layers", "sinkhorn_iters"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"cl: key '{key}' has value {getattr(self, key)!r}: allowed >= 1")
         for key in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
             if getattr(self, key) <= 0:
@@ -181,6 +181,7 @@ class TrainConfig(StrictModel):
     log_every: int = 10
     ckpt_every: int = 1000
     keep_ckpts: int = 3                # most recent checkpoints kept (0 keeps all)
+    ckpt_async: bool = True            # FSDP sharded saves written in the background
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0                   # torch intra-op threads on CPU (0: leave torch's default)
 
@@ -193,7 +194,31 @@ class TrainConfig(StrictModel):
             raise ConfigError(f"key 'lam' has value {self.lam!r}: allowed >= 0")
         if self.keep_ckpts < 0:
             raise ConfigError(f"key 'keep_ckpts' has value {self.keep_ckpts!r}: allowed >= 0")
+        self._size_heads()
         return self
+
+    def _size_heads(self) -> None:
+        """Fill the head widths left unset from the backbone's width.
+
+        Fixed ViT-L widths (a 2048-wide projection MLP, a 256-wide decoder) on a 64-wide backbone made
+        98.9% of a sapiens2-tiny checkpoint pretraining-only heads, their EMA copy and Adam moments
+        (112.7 MB for 0.32M backbone parameters); sized to the backbone they stay a small multiple of it.
+        The resolved values are written to RUN/config.yaml, so a resumed run rebuilds the same shapes.
+        """
+        if None not in (self.cl.hidden_dim, self.cl.bottleneck_dim, self.mae.decoder_dim):
+            return
+        from shared.backbone import get_config
+
+        width = get_config(self.model, **self.model_overrides).embed_dim
+        if self.cl.hidden_dim is None:
+            self.cl.hidden_dim = min(2048, 4 * width)
+        if self.cl.bottleneck_dim is None:
+            self.cl.bottleneck_dim = min(256, width)
+        if self.mae.decoder_dim is None:
+            self.mae.decoder_dim = min(256, width)
+            if self.mae.decoder_dim % self.mae.decoder_heads:
+                raise ConfigError(f"mae: key 'decoder_heads' has value {self.mae.decoder_heads!r}: allowed a "
+                                  f"divisor of the decoder width {self.mae.decoder_dim} (set mae.decoder_dim)")
 
     @property
     def use_mae(self) -> bool:

@@ -10,7 +10,11 @@ EMA update of the teacher, update of the centre. bf16 autocast on CUDA only.
 A non-finite loss (checked on every rank, all-reduced) stops the run before the optimizer step with
 ``NonFiniteLossError`` naming the step and the last good checkpoint. Checkpoints hold what resume
 needs to continue bit-for-bit: model, teacher, optimizer, scheduler, step, every rank's RNG state
-and data position.
+and data position. Single-process and DDP runs write one file from rank 0; FSDP runs write a sharded
+``torch.distributed.checkpoint`` directory, every rank its own shards, asynchronously (``ckpt_async``:
+the state is copied to CPU memory, written by a background thread over a dedicated gloo group, and
+made visible under its real name at the next save or at the end of the run). Either layout resumes
+at any world size.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ from shared.config import ConfigError
 from shared.log import get_logger
 from shared.shards import atomic_write_bytes
 
-from .checkpoint import CKPT_DIR, ckpt_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoint import (CKPT_DIR, ShardedSave, ckpt_path, latest_checkpoint, load_checkpoint, load_sharded_into,
+                         prune_checkpoints, remove_stale_temps, save_checkpoint)
 from .config import TrainConfig, dump_config
 from .data import DataFeed, DataState, SlotPosition, mix_seed, resolve_shards
 from .dino import entropy, teacher_temperature
@@ -177,6 +182,12 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []   # per-step losses (this process' run only)
         self.last_ckpt: Path | None = None
+        self._pending: ShardedSave | None = None     # an asynchronous sharded save in flight
+        self._ckpt_pg = None                         # gloo group of the sharded saves
+        if self.dist.is_main:
+            remove_stale_temps(self.out)              # partial saves of a killed earlier process
+        if self.dist.world > 1:
+            dist.barrier()
         data_state = DataState()
         found = latest_checkpoint(self.out) if (self.out / CKPT_DIR).is_dir() else None
         if found is not None and not resume:
@@ -362,12 +373,14 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self.metrics.close()
+        self.wait_for_checkpoint()
         elapsed = time.perf_counter() - t_start
         return {"step": self.step, "last": values, "last_checkpoint": str(self.last_ckpt) if self.last_ckpt else None,
                 "images_per_s": gb * steps_done / max(step_s, 1e-9), "data_frac": data_s / max(step_s, 1e-9),
                 "seconds": elapsed}
 
     def close(self) -> None:
+        self.wait_for_checkpoint()
         close = getattr(self.feed, "close", None)
         if close is not None:
             close()
@@ -390,11 +403,23 @@ class Trainer:
         dist.all_gather_object(out, obj)
         return out
 
-    def _state_dicts(self) -> tuple[dict, dict | None, dict]:
-        if self.cfg.distributed == "fsdp" and self.dist.world > 1:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                                 get_optimizer_state_dict)
+    @property
+    def sharded(self) -> bool:
+        """FSDP on several ranks: checkpoints are DCP directories, each rank writing its shards."""
+        return self.cfg.distributed == "fsdp" and self.dist.world > 1
 
+    def _state_dicts(self, full: bool = True) -> tuple[dict, dict | None, dict]:
+        """Model, teacher and optimizer state. Under FSDP: gathered full tensors (``full``) or this
+        rank's shards (DTensors, for DCP); otherwise plain CPU tensors (``full``) or the live ones
+        (optimizer keyed by parameter name, the layout DCP reshards)."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        if not full:
+            model = get_model_state_dict(self.model)
+            teacher = get_model_state_dict(self.teacher) if self.teacher is not None else None
+            return model, teacher, get_optimizer_state_dict(self.model, self.optimizer)
+        if self.sharded:
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
             model = get_model_state_dict(self.model, options=opts)
             teacher = get_model_state_dict(self.teacher, options=opts) if self.teacher is not None else None
@@ -405,27 +430,73 @@ class Trainer:
                    if self.teacher is not None else None)
         return model, teacher, self.optimizer.state_dict()
 
+    def _meta(self, rng: list, data: list) -> dict[str, Any]:
+        return {"step": self.step, "config": dump_config(self.cfg), "scheduler": self.scheduler.state_dict(),
+                "rng": rng, "data": data, "world_size": self.dist.world,
+                "num_workers": self.cfg.data.num_workers}
+
+    def wait_for_checkpoint(self) -> Path | None:
+        """Complete an asynchronous sharded save in flight (collective); returns its path."""
+        if self._pending is None:
+            return None
+        path = self._pending.finish()
+        self._pending = None
+        if self.dist.is_main:
+            prune_checkpoints(self.out, self.cfg.keep_ckpts)
+        return path
+
     def save(self) -> Path:
         """Write a checkpoint of the current step (collective: every rank calls it)."""
         rng = self._gather(self._rng_state())
         data = self._gather(self._data_state())
+        if self.sharded:
+            self.wait_for_checkpoint()
+            if self._ckpt_pg is None:
+                self._ckpt_pg = dist.new_group(backend="gloo")
+            model, teacher, optim = self._state_dicts(full=False)
+            tensors = {"model": model, "optimizer": optim} | ({"teacher": teacher} if teacher is not None else {})
+            path = ckpt_path(self.out, self.step, sharded=True)
+            self._pending = ShardedSave(tensors, self._meta(rng, data), path, self.dist.is_main,
+                                        process_group=self._ckpt_pg, use_async=self.cfg.ckpt_async)
+            if not self.cfg.ckpt_async:
+                self.wait_for_checkpoint()
+            self.last_ckpt = path
+            if self.dist.is_main:
+                self.metrics.flush()
+                self.metrics.plot(min_interval_s=60)
+            return path
         model, teacher, optim = self._state_dicts()
         path = ckpt_path(self.out, self.step)
         if self.dist.is_main:
-            save_checkpoint({"step": self.step, "config": dump_config(self.cfg), "model": model,
-                             "teacher": teacher, "optimizer": optim, "scheduler": self.scheduler.state_dict(),
-                             "rng": rng, "data": data, "world_size": self.dist.world,
-                             "num_workers": self.cfg.data.num_workers}, path)
+            save_checkpoint({**self._meta(rng, data), "model": model, "teacher": teacher, "optimizer": optim},
+                            path)
             prune_checkpoints(self.out, self.cfg.keep_ckpts)
+            self.metrics.flush()
+            self.metrics.plot(min_interval_s=60)
         if self.dist.world > 1:
             dist.barrier()
         self.last_ckpt = path
         return path
 
+    def _load_sharded(self, path: Path) -> dict[str, Any]:
+        """Read a DCP checkpoint into this run's (sharded or whole) model, teacher and optimizer."""
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        model, teacher, optim = self._state_dicts(full=False)
+        tensors = {"model": model, "optimizer": optim} | ({"teacher": teacher} if teacher is not None else {})
+        state = load_sharded_into(path, tensors)
+        set_model_state_dict(self.model, tensors["model"])
+        if self.teacher is not None:
+            set_model_state_dict(self.teacher, tensors["teacher"])
+        set_optimizer_state_dict(self.model, self.optimizer, tensors["optimizer"])
+        return state
+
     def _load(self, path: Path) -> DataState:
-        state = load_checkpoint(path)
         rank, world = self.dist.rank, self.dist.world
-        if self.cfg.distributed == "fsdp" and world > 1:
+        if path.is_dir():                                   # DCP: resharded to this run's layout
+            state = self._load_sharded(path)
+        elif self.sharded:                                  # a whole-file checkpoint into FSDP
+            state = load_checkpoint(path)
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                                  set_optimizer_state_dict)
 
@@ -435,6 +506,7 @@ class Trainer:
                 set_model_state_dict(self.teacher, state["teacher"], options=opts)
             set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=opts)
         else:
+            state = load_checkpoint(path)
             self.model.load_state_dict(state["model"])
             if self.teacher is not None:
                 self.teacher.load_state_dict(state["teacher"])

@@ -3,22 +3,28 @@
 ``FeatureExtractor`` wraps a backbone: it freezes it (``requires_grad=False``, eval mode, kept in
 eval mode by ``train()``), normalises [0, 1] RGB input, asks for the chosen layers and returns them
 concatenated along channels at the finest of their grids. ``extract_all`` runs it over a list of
-samples in batches; ``FeatureCache`` stores the result as safetensors under a key made of the
-backbone file's hash, the layers, the input size, the flip flag and the sample list, so a second run
-(probe over several tasks, another head on the same features) reads instead of recomputing.
+samples in batches; ``FeatureCache`` stores features on disk as ``KEY.npy`` (float16) under a key
+made of the backbone file's hash, the layers, the input size, the flip flag and the sample list, so
+a second run (probe over several tasks, another head on the same features) reads instead of
+recomputing. Features are written batch by batch as they are computed and read back through a
+memory map: training and evaluation index the rows of each batch from disk, so the features of a
+large backbone on thousands of images never have to fit in RAM. Without a cache folder the files go
+to a temporary folder removed when the process exits.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from shared.log import get_logger, progress
@@ -110,28 +116,94 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
 _DIGESTS: dict[tuple, str] = {}
 
 
+_TMP_ROOT: Path | None = None
+
+
+def _process_tmp_root() -> Path:
+    """A per-process temporary feature folder, removed at exit."""
+    global _TMP_ROOT
+    if _TMP_ROOT is None:
+        _TMP_ROOT = Path(tempfile.mkdtemp(prefix="humans-features-"))
+        atexit.register(shutil.rmtree, _TMP_ROOT, True)
+    return _TMP_ROOT
+
+
+class FeatureWriter:
+    """Rows of one feature array appended batch by batch to ``KEY.npy.tmpPID``; ``commit`` renames it."""
+
+    def __init__(self, path: Path, n: int):
+        self.path, self.n, self.pos = path, n, 0
+        self.tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        self._mm: np.memmap | None = None
+
+    def write(self, feats: torch.Tensor) -> None:
+        arr = feats.detach().to("cpu", torch.float16).numpy()
+        if self._mm is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._mm = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16,
+                                                 shape=(self.n, *arr.shape[1:]))
+        if self.pos + len(arr) > self.n:
+            raise ValueError(f"{self.path}: more feature rows than the {self.n} announced")
+        self._mm[self.pos:self.pos + len(arr)] = arr
+        self.pos += len(arr)
+
+    def commit(self) -> None:
+        if self._mm is None or self.pos != self.n:
+            raise ValueError(f"{self.path}: {self.pos} of {self.n} feature rows written")
+        self._mm.flush()
+        del self._mm
+        self._mm = None
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._mm = None
+        self.tmp.unlink(missing_ok=True)
+
+
 class FeatureCache:
-    """Feature tensors on disk (safetensors) under ``root``, keyed by everything that determines them."""
+    """Feature arrays on disk (``KEY.npy``, float16) under ``root`` (None: a per-process temporary
+    folder), keyed by everything that determines them, read back as memory-mapped tensors."""
 
     def __init__(self, root: str | Path | None):
         self.root = Path(root) if root else None
+
+    @property
+    def folder(self) -> Path:
+        return self.root if self.root is not None else _process_tmp_root()
 
     @staticmethod
     def key(**parts) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.npy"
+
+    def open(self, key: str) -> torch.Tensor | None:
+        """The cached features ``[N, C, h, w]`` as a tensor over a memory map (rows are read from
+        disk when indexed), or None when absent or unreadable (a torn or foreign file)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            arr = np.load(path, mmap_mode="c")   # copy-on-write: torch may index it, the file stays as is
+        except Exception as exc:  # noqa: BLE001
+            log.warning("feature cache %s unreadable (%s): recomputing", path, exc)
+            return None
+        if arr.dtype != np.float16 or arr.ndim != 4:
+            log.warning("feature cache %s holds %s %s, not float16 [N, C, h, w]: recomputing", path,
+                        arr.dtype, arr.shape)
+            return None
+        return torch.from_numpy(arr)
+
+    def writer(self, key: str, n: int) -> FeatureWriter:
+        return FeatureWriter(self.path(key), n)
+
     def get_or_compute(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        if self.root is None:
-            return compute()
-        path = self.root / f"{key}.safetensors"
-        if path.is_file():
-            try:
-                return load_file(str(path))["features"]
-            except Exception as exc:  # a torn or foreign file: recompute and overwrite
-                log.warning("feature cache %s unreadable (%s): recomputing", path, exc)
+        got = self.open(key)
+        if got is not None:
+            return got
         feats = compute()
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"features": feats.contiguous()}, str(tmp))
-        os.replace(tmp, path)
-        return feats
+        w = self.writer(key, len(feats))
+        w.write(feats)
+        w.commit()
+        return self.open(key)

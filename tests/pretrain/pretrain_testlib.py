@@ -134,3 +134,13 @@ def ddp_worker(rank: int, world: int, port: int, cfg_yaml: str, batches_file: st
                         "losses": [h["loss"] for h in trainer.history]}, result_file)
     finally:
         dist.destroy_process_group()
+
+
+def cli_rank(rank: int, world: int, port: int, argv: list[str]) -> None:
+    """One rank of ``torchrun --nproc-per-node WORLD -m pretrain ...``: the environment torchrun sets,
+    then the CLI in this process (gloo on the CPU)."""
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), HUMANS_NO_PROGRESS="1")
+    run_cli(argv)
