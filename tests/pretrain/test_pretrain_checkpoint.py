@@ -50,7 +50,8 @@ def test_tiny_checkpoint_size_is_bounded(fixture_shards, tmp_path):
     cfg = load_train_config(None, {"model": "sapiens2-tiny", "steps": 1, "threads": 1, "cl.out_dim": 256,
                                    "data.shards": str(fixture_shards), "data.batch_size": 2, "data.num_workers": 0,
                                    "data.shuffle_buffer": 4, "data.shuffle_initial": 2,
-                                   "views.global_size": 64, "views.local_size": 32, "views.n_local": 1})
+                                   "views.global_size": 64, "views.local_size": 32, "views.n_local": 1,
+                                   "mae.mask_local": False})   # a 32 px local view is one cell: unmaskable
     assert (cfg.cl.hidden_dim, cfg.cl.bottleneck_dim, cfg.mae.decoder_dim) == (256, 64, 64)
     trainer = Trainer(cfg, tmp_path / "run")
     trainer.run()
