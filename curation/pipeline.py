@@ -94,7 +94,7 @@ def _check_state(out: Path, fp: dict) -> None:
             changed = [k for k in ("pool", "pipeline", "config", "tasks") if old.get(k) != fp[k]]
             raise PipelineStateError(
                 f"{out} holds a run of a different {', '.join(changed) or 'plan'}; resume needs the same "
-                f"pool and config (use a new --output, or delete {out} to start over)")
+                f"pool and config (use a new --out, or delete {out} to start over)")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, fp)

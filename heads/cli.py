@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from heads import TASKS
+from shared.cli import HelpFormatter, add_set, examples
 
 
 def _common_model(p: argparse.ArgumentParser, task_required: bool) -> None:
@@ -22,6 +23,8 @@ def _common_model(p: argparse.ArgumentParser, task_required: bool) -> None:
 
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a head on a frozen backbone",
+                       formatter_class=HelpFormatter, epilog=examples("humans-heads train --task pose --backbone backbone.safetensors --data DATA --out RUN",
+                                        "humans-heads train --config head.yaml --set epochs=5 --data DATA --out RUN"),
                        description="Train a head (or a linear probe) for one task on frozen backbone features; "
                                    "writes OUT/head.safetensors (config in its metadata), OUT/metrics.json "
                                    "(held-out metrics) and OUT/history.json (loss per epoch).")
@@ -48,10 +51,12 @@ def _train_parser(sub) -> None:
     p.add_argument("--cache-dir", help="folder to keep backbone features in between runs (default: memory only)")
     p.add_argument("--no-flip-aug", action="store_true", help="do not add mirrored training copies")
     p.add_argument("--seed", type=int, help="random seed (split, init, order)")
+    add_set(p, "epochs=5 --set weight_decay=0")
 
 
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained head",
+                       formatter_class=HelpFormatter, epilog=examples("humans-heads eval --checkpoint RUN/head.safetensors --data DATA --split val"),
                        description="Print the task's metrics of RUN/head.safetensors on a DATA folder and "
                                    "write them as JSON.")
     _common_model(p, task_required=False)
@@ -67,6 +72,7 @@ def _eval_parser(sub) -> None:
 
 def _probe_parser(sub) -> None:
     p = sub.add_parser("probe", help="linear probes of several backbones on all five tasks",
+                       formatter_class=HelpFormatter, epilog=examples("humans-heads probe --backbone random=a.safetensors --backbone mae=b.safetensors --data DATA"),
                        description="Train one linear layer per task (1x1 on frozen features, bilinear upsampling, "
                                    "no decoder) for each backbone and print one table of all five tasks' metrics, "
                                    "backbones side by side, plus the mean-prediction baseline.")
@@ -95,6 +101,7 @@ def _probe_parser(sub) -> None:
 
 def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="run a head on images and write overlays",
+                       formatter_class=HelpFormatter, epilog=examples("humans-heads predict --checkpoint RUN/head.safetensors --out PRED img1.jpg img2.jpg"),
                        description="Write OUT/<image>_<task>.png (overlay: keypoints and skeleton, part colours, "
                                    "normals as RGB, pointmap depth colours, albedo) and OUT/<image>_<task>.npy "
                                    "(raw output at the image size; pose: [308, 3] x, y, score).")
@@ -109,6 +116,7 @@ def _predict_parser(sub) -> None:
 
 def _export_parser(sub) -> None:
     p = sub.add_parser("export", help="export backbone + head as one model (ONNX or TorchScript)",
+                       formatter_class=HelpFormatter, epilog=examples("humans-heads export --checkpoint RUN/head.safetensors --format onnx --out model.onnx"),
                        description="Write backbone plus head as one model taking [B, 3, H, W] RGB in [0, 1] and "
                                    "returning the task output; the file is run (onnxruntime / torch.jit.load) and "
                                    "compared with the PyTorch model.")
@@ -121,8 +129,12 @@ def _export_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m heads", description="Heads on a frozen backbone: train, eval, "
-                                     "probe, predict, export (and synth, the synthetic data generator).")
+    parser = argparse.ArgumentParser(prog="humans-heads", description="Heads on a frozen backbone: train, eval, "
+                                     "probe, predict, export (and synth, the synthetic data generator); also "
+                                     "`python -m heads`.", formatter_class=HelpFormatter,
+                                     epilog=examples("humans-heads synth --out DATA --count 200",
+                                                     "humans-heads train --task seg --backbone b.safetensors "
+                                                     "--data DATA --out RUN"))
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _eval_parser(sub)
@@ -153,6 +165,9 @@ def _train_config(a: argparse.Namespace):
         base["size"] = parse_size(a.size)
     if a.no_flip_aug:
         base["flip_aug"] = False
+    from shared.cli import parse_set, set_dotted
+
+    set_dotted(base, parse_set(a.sets))
     if not base.get("task"):
         raise ConfigError("--task is required (or 'task' in --config)")
     if not base.get("backbone"):

@@ -6,6 +6,7 @@ any work starts.
 from __future__ import annotations
 
 from pathlib import Path
+import typing
 from typing import Any, TypeVar
 
 import yaml
@@ -24,7 +25,40 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-def _describe(err: dict[str, Any], source: str) -> str:
+def _model_in(tp: Any, part: Any) -> Any:
+    """The type reached from type ``tp`` by one step ``part`` of a pydantic error location."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _model_in(args[0], part)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        for arm in args:  # a discriminated union: the location names the tag or the class
+            if isinstance(arm, type) and issubclass(arm, BaseModel):
+                tag = arm.model_fields.get("name")
+                tags = typing.get_args(tag.annotation) if tag is not None else ()
+                if part == arm.__name__ or part in tags:
+                    return arm
+        return None
+    if origin in (list, tuple, dict):
+        return args[-1] if args else None
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        field = tp.model_fields.get(str(part))
+        return field.annotation if field is not None else None
+    return None
+
+
+def allowed_keys(model: Any, loc: tuple = ()) -> list[str]:
+    """Keys of the model found at error location ``loc`` (through dicts, lists and tagged unions)."""
+    tp = model
+    for part in loc:
+        tp = _model_in(tp, part)
+        if tp is None:
+            return []
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return sorted(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _describe(err: dict[str, Any], source: str, model: Any = None) -> str:
     key = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
     value = err.get("input")
     msg = err.get("msg", "invalid")
@@ -32,6 +66,9 @@ def _describe(err: dict[str, Any], source: str) -> str:
     allowed = ctx.get("expected")
     if err.get("type") == "extra_forbidden":
         msg = "unknown key"
+        keys = allowed_keys(model, tuple(err.get("loc", ()))[:-1]) if model is not None else []
+        if keys:
+            msg += f" (allowed keys here: {', '.join(keys)})"
     text = f"{source}: key '{key}' has value {value!r}: {msg}"
     if allowed and str(allowed) not in msg:
         text += f" (allowed: {allowed})"
@@ -43,7 +80,7 @@ def validate(model: type[M], data: Any, source: str = "config") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(e, source) for e in exc.errors()]
+        lines = [_describe(e, source, model) for e in exc.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 

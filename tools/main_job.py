@@ -6,6 +6,7 @@ exist is not redone (delete its folder to redo it). The last step writes ``OUT/s
 links the shard report, the loss curves, the probe table and prediction overlays; every number on
 it is read from a file the run wrote, named beside it.
 
+    humans --out runs/main                              # the same, as the installed `humans` command
     python tools/main_job.py --out runs/main            # the README's first command runs this
     python tools/main_job.py --out /tmp/x --preset tiny # the smallest chain (the test runs this)
 """
@@ -92,10 +93,10 @@ def py(*args: str) -> list[str]:
 def steps(out: Path, p: Preset) -> dict[str, Path]:
     """Run every step; returns the paths the summary reads."""
     pool, shards, report = out / "pool", out / "shards", out / "report"
-    run(py("-m", "curation", "demo-pool", str(pool), "--scale", p.pool_scale),
+    run(py("-m", "curation", "demo-pool", "--out", str(pool), "--scale", p.pool_scale),
         pool / "labels.parquet", "1. demo web pool")
     run(py("-m", "curation", "run", "--pipeline", "humans", "--input", str(pool / "images"),
-           "--output", str(shards), "--num-cpus", str(p.threads)),
+           "--out", str(shards), "--threads", str(p.threads)),
         shards / "manifest.json", "2. six curation stages on a local Ray instance")
     run(py("-m", "curation", "score", str(shards), "--pool", str(pool), "--json", str(out / "scores.json")),
         out / "scores.json", "2b. score every stage against the pool's labels")
@@ -288,8 +289,13 @@ def write_summary(out: Path, paths: dict[str, Path]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/main", help="output folder of the whole job (default runs/main)")
+    from shared.cli import HelpFormatter, add_out, examples
+
+    ap = argparse.ArgumentParser(prog="humans", description=__doc__.split("\n\n    ")[0],
+                                 formatter_class=HelpFormatter,
+                                 epilog=examples("humans --out runs/main", "humans --out /tmp/x --preset tiny",
+                                                 "python tools/main_job.py --out runs/main --fresh"))
+    add_out(ap, "output folder of the whole job (default runs/main)", required=False, default="runs/main")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                     help="sizes of every step: demo (README default, ~15 min on 2 cores) or tiny (test)")
     ap.add_argument("--fresh", action="store_true", help="delete --out first and redo every step")
