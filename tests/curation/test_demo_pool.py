@@ -3,6 +3,7 @@ says, decodes (or fails to) with the named reason, is reproducible, and its peop
 real pretrained detector (MediaPipe pose) while its person-free scenes are not."""
 from __future__ import annotations
 
+import importlib.util
 import itertools
 
 import cv2
@@ -178,6 +179,8 @@ def test_same_seed_same_bytes(tmp_path):
         scale_counts("huge")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None,
+                    reason="optional extra not installed: mediapipe (HUMANS_EXTRAS=mediapipe bash scripts/install.sh)")
 def test_real_detector_finds_the_people(pool):
     from curation.pool.detectability import detection_rates
 
