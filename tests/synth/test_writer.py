@@ -120,4 +120,4 @@ def test_register_adds_the_synth_subcommand():
     cli.register(parser.add_subparsers(dest="command"))
     a = parser.parse_args(["synth", "--out", "X", "--count", "5", "--size", "64x48", "--seed", "2"])
     assert a.command == "synth" and a.func is cli.run
-    assert (a.count, a.size, a.seed, a.workers >= 1) == (5, "64x48", 2, True)
+    assert (a.count, a.size, a.seed, a.threads >= 1) == (5, "64x48", 2, True)
