@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from shared.cli import HelpFormatter, add_config, add_out, add_set, add_threads, examples
-from shared.runtime import setup_runtime
+from humans.shared.cli import HelpFormatter, add_config, add_out, add_set, add_threads, examples
+from humans.shared.runtime import setup_runtime
 
 RUN_EPILOG = """\
 examples:
@@ -55,7 +55,7 @@ def _add_run(sub) -> None:
 
 
 def _cmd_run(args) -> int:
-    from shared.cli import parse_set
+    from humans.shared.cli import parse_set
 
     from .pipeline import run_pipeline
 
@@ -68,7 +68,7 @@ def _cmd_run(args) -> int:
                            ray_address=args.ray_address, num_cpus=args.threads, overrides=overrides)
     _print_summary(summary)
     if args.summary_json:
-        from shared.shards import atomic_write_json
+        from humans.shared.shards import atomic_write_json
 
         atomic_write_json(args.summary_json, summary)
     return 0
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     setup_runtime()
-    from shared.config import ConfigError
+    from humans.shared.config import ConfigError
 
     from .pipeline import PipelineStateError
     from .sources import PoolSpecError

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import Field, model_validator
 
-from shared.config import ConfigError, StrictModel, load_yaml, validate
+from humans.shared.config import ConfigError, StrictModel, load_yaml, validate
 
 from .download import DownloadConfig
 
@@ -215,6 +215,6 @@ def load_pipeline(pipeline: str = "humans", config_path: str | Path | None = Non
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
     """``--set key=value`` strings -> overrides (the one parser, ``shared.cli.parse_set``)."""
-    from shared.cli import parse_set as _parse
+    from humans.shared.cli import parse_set as _parse
 
     return _parse(items)

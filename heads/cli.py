@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from heads import TASKS
-from shared.cli import HelpFormatter, add_set, examples
+from humans.heads import TASKS
+from humans.shared.cli import HelpFormatter, add_set, examples
 
 
 def _common_model(p: argparse.ArgumentParser, task_required: bool) -> None:
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _predict_parser(sub)
     _export_parser(sub)
     try:
-        from heads.synth.cli import register  # the synthetic data generator, when installed
+        from humans.heads.synth.cli import register  # the synthetic data generator, when installed
     except ImportError:
         pass
     else:
@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(a: argparse.Namespace):
-    from heads.config import HeadConfig, load_head_config, parse_layers, parse_size
-    from shared.config import ConfigError, validate
+    from humans.heads.config import HeadConfig, load_head_config, parse_layers, parse_size
+    from humans.shared.config import ConfigError, validate
 
     base = load_head_config(a.config).model_dump() if a.config else {}
     over = {"task": a.task, "kind": a.kind, "backbone": a.backbone, "channels": a.channels, "epochs": a.epochs,
@@ -165,7 +165,7 @@ def _train_config(a: argparse.Namespace):
         base["size"] = parse_size(a.size)
     if a.no_flip_aug:
         base["flip_aug"] = False
-    from shared.cli import parse_set, set_dotted
+    from humans.shared.cli import parse_set, set_dotted
 
     set_dotted(base, parse_set(a.sets))
     if not base.get("task"):
@@ -185,7 +185,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared.runtime import setup_runtime
+    from humans.shared.runtime import setup_runtime
 
     setup_runtime()
     parser = build_parser()
@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(a, "threads", None):
         import torch
         torch.set_num_threads(a.threads)
-    from heads.data.io import AnnotationError
-    from shared.config import ConfigError
+    from humans.heads.data.io import AnnotationError
+    from humans.shared.config import ConfigError
     try:
         return _dispatch(a)
     except (AnnotationError, ConfigError, FileNotFoundError, ValueError) as exc:
@@ -204,14 +204,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(a: argparse.Namespace) -> int:
     if a.command == "train":
-        from heads.train import run_train
+        from humans.heads.train import run_train
         cfg = _train_config(a)
         res = run_train(cfg, a.data, a.out, a.val_data, a.keypoints, a.cache_dir)
         _print_metrics(f"{cfg.task} ({cfg.kind}) held-out metrics, {res['val_samples']} samples:", res["metrics"])
         print(f"wrote {Path(a.out) / 'head.safetensors'}")
         return 0
     if a.command == "eval":
-        from heads.evaluate import run_eval
+        from humans.heads.evaluate import run_eval
         out = a.out or str(Path(a.checkpoint).with_name("eval.json"))
         res = run_eval(a.checkpoint, a.data, out, a.backbone, a.keypoints, a.cache_dir, a.split)
         if a.task and a.task != res["task"]:
@@ -220,8 +220,8 @@ def _dispatch(a: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
     if a.command == "probe":
-        from heads.config import parse_layers, parse_size
-        from heads.probe import parse_backbones, run_probe
+        from humans.heads.config import parse_layers, parse_size
+        from humans.heads.probe import parse_backbones, run_probe
         tasks = [t for t in a.tasks.split(",") if t]
         bad = [t for t in tasks if t not in TASKS]
         if bad:
@@ -237,14 +237,14 @@ def _dispatch(a: argparse.Namespace) -> int:
             Path(a.json).write_text(json.dumps({k: v for k, v in res.items() if k != "table"}, indent=2))
         return 0
     if a.command == "predict":
-        from heads.predict import run_predict
+        from humans.heads.predict import run_predict
         paths = run_predict(a.checkpoint, a.images, a.out, task=a.task, bbox=a.bbox, backbone=a.backbone,
                             min_score=a.min_score)
         for p in paths:
             print(p)
         return 0
     if a.command == "export":
-        from heads.export import run_export
+        from humans.heads.export import run_export
         res = run_export(a.checkpoint, a.out, a.format, task=a.task, backbone=a.backbone, atol=a.atol)
         print(f"wrote {res['path']} ({a.format}); max |diff| vs PyTorch {res['max_abs_diff']:.2e} "
               f"(tolerance {a.atol:g})")

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from heads.config import HeadConfig
-from heads.data.dataset import DenseData, Item
-from heads.data.features import FeatureCache, FeatureExtractor
-from heads.data.transforms import apply_affine, decode_heatmaps, gaussian_heatmaps, invert_affine
-from heads.metrics import AlbedoMetric, NormalMetric, PointmapMetric, PoseMetric, SegMetric
-from heads.train import TaskTensors, prepare_task
-from shared.humans.keypoints import SIGMAS, flip_index
-from shared.humans.parts import NUM_PARTS, PART_NAMES
+from humans.heads.config import HeadConfig
+from humans.heads.data.dataset import DenseData, Item
+from humans.heads.data.features import FeatureCache, FeatureExtractor
+from humans.heads.data.transforms import apply_affine, decode_heatmaps, gaussian_heatmaps, invert_affine
+from humans.heads.metrics import AlbedoMetric, NormalMetric, PointmapMetric, PoseMetric, SegMetric
+from humans.heads.train import TaskTensors, prepare_task
+from humans.shared.humans.keypoints import SIGMAS, flip_index
+from humans.shared.humans.parts import NUM_PARTS, PART_NAMES
 
 OutputFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]  # (features, images) -> outputs
 
@@ -137,7 +137,7 @@ def mean_baseline(train: TaskTensors, cfg: HeadConfig, per_pixel: bool = False) 
 def run_eval(checkpoint: str, data_dir: str, out_json: str | None = None, backbone: str | None = None,
              keypoints: str | None = None, cache_dir: str | None = None, split: str = "all") -> dict:
     """The ``eval`` command: metrics of a checkpoint on a DATA folder (all images, or its held-out split)."""
-    from heads.models.model import load_model
+    from humans.heads.models.model import load_model
 
     model = load_model(checkpoint, backbone)
     cfg = model.config

@@ -31,7 +31,7 @@ def coco_keypoint_gt(gt: Sequence[dict], k: int) -> dict:
     ``gt``: one dict per person with ``image_id``, ``keypoints`` ([K,3] x, y, v), ``bbox`` [x, y, w, h]
     and ``area``. The person category lists the K keypoint names and the skeleton (1-based, as COCO).
     """
-    from shared.humans.keypoints import KEYPOINT_NAMES, SKELETON
+    from humans.shared.humans.keypoints import KEYPOINT_NAMES, SKELETON
 
     anns = []
     for i, g in enumerate(gt):

@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from heads.data.features import to_tensor
-from heads.data.io import read_image
-from heads.data.transforms import apply_affine, crop_affine, decode_heatmaps, invert_affine, resize_image, warp_image
-from heads.evaluate import flip_back
-from heads.metrics import coco_keypoint_gt, coco_keypoint_results
-from heads.synth.writer import encode_parts_png
-from heads.models.model import HeadModel, load_model
-from shared.humans.keypoints import BODY, FACE, HANDS, SKELETON
-from shared.humans.parts import PART_COLORS
+from humans.heads.data.features import to_tensor
+from humans.heads.data.io import read_image
+from humans.heads.data.transforms import apply_affine, crop_affine, decode_heatmaps, invert_affine, resize_image, warp_image
+from humans.heads.evaluate import flip_back
+from humans.heads.metrics import coco_keypoint_gt, coco_keypoint_results
+from humans.heads.synth.writer import encode_parts_png
+from humans.heads.models.model import HeadModel, load_model
+from humans.shared.humans.keypoints import BODY, FACE, HANDS, SKELETON
+from humans.shared.humans.parts import PART_COLORS
 
 
 def _parse_bbox(text: str | None, hw: tuple[int, int]) -> tuple[float, float, float, float]:

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.cli import HelpFormatter, add_config, add_out, add_set, examples, parse_set
-from shared.config import ConfigError
-from shared.runtime import setup_runtime
+from humans.shared.cli import HelpFormatter, add_config, add_out, add_set, examples, parse_set
+from humans.shared.config import ConfigError
+from humans.shared.runtime import setup_runtime
 
 # flag -> dotted config key (values parsed by argparse with the given type)
 _FLAGS: list[tuple[str, str, Any, str]] = [
@@ -127,7 +127,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from shared.backbone import print_model_table
+    from humans.shared.backbone import print_model_table
 
     print_model_table(args.height, args.width)   # shared.backbone.model_table() as a table
     return 0

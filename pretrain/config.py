@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from shared.config import ConfigError, StrictModel, load_yaml, validate
+from humans.shared.config import ConfigError, StrictModel, load_yaml, validate
 
 Objective = Literal["mae", "cl", "mae+cl"]
 

@@ -9,8 +9,8 @@ import csv
 import io
 from pathlib import Path
 
-from shared.log import get_logger
-from shared.shards import atomic_write_bytes
+from humans.shared.log import get_logger
+from humans.shared.shards import atomic_write_bytes
 
 log = get_logger("pretrain.metrics")
 

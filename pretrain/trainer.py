@@ -28,10 +28,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shared.backbone import build_backbone
-from shared.config import ConfigError
-from shared.log import get_logger, progress_disabled
-from shared.shards import atomic_write_bytes
+from humans.shared.backbone import build_backbone
+from humans.shared.config import ConfigError
+from humans.shared.log import get_logger, progress_disabled
+from humans.shared.shards import atomic_write_bytes
 
 from .checkpoint import CKPT_DIR, ckpt_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig, dump_config

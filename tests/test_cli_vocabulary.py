@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import OLD_SPELLINGS, SHARED_FLAGS, parse_set
-from shared.config import ConfigError
+from humans.shared.cli import OLD_SPELLINGS, SHARED_FLAGS, parse_set
+from humans.shared.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -25,10 +25,10 @@ DEVICE_LIKE = re.compile(r"--(device|gpu|gpus|cuda|accelerator)\b")
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
-    from curation.cli import build_parser as curate
-    from heads.cli import build_parser as heads
-    from pretrain.cli import build_parser as pretrain
-    from tools.main_job import main as _main  # noqa: F401 - the `humans` command's module imports
+    from humans.curation.cli import build_parser as curate
+    from humans.heads.cli import build_parser as heads
+    from humans.pretrain.cli import build_parser as pretrain
+    from humans.tools.main_job import main as _main  # noqa: F401 - the `humans` command's module imports
 
     out: dict[str, argparse.ArgumentParser] = {}
     for name, build in (("humans-curate", curate), ("humans-pretrain", pretrain), ("humans-heads", heads)):
@@ -42,7 +42,7 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _main_job_help(capsys) -> str:
-    from tools.main_job import main
+    from humans.tools.main_job import main
 
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -76,7 +76,7 @@ def test_every_subcommand_help_uses_the_shared_spellings(capsys):
 
 def test_pretrain_help_shows_the_config_defaults():
     text = _parsers()["humans-pretrain train"].format_help()
-    from pretrain.config import TrainConfig
+    from humans.pretrain.config import TrainConfig
 
     cfg = TrainConfig()
     flat = " ".join(text.split())
@@ -96,27 +96,27 @@ def test_parse_set_is_the_one_parser():
         {"a.b": 1, "name": "x", "l": [1, 2], "flag": True, "empty": "", "url": "http://h/x=y"}
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_set(["novalue"])
-    from curation.config import parse_set as curation_parse_set
+    from humans.curation.config import parse_set as curation_parse_set
 
     assert curation_parse_set(["x=2"]) == {"x": 2}  # curation delegates to shared.cli.parse_set
 
 
 def test_unknown_set_keys_name_the_allowed_keys(tmp_path, capsys):
-    from pretrain.config import load_train_config
+    from humans.pretrain.config import load_train_config
 
     with pytest.raises(ConfigError) as exc:
         load_train_config(None, parse_set(["optim.lrr=0.1"]))
     msg = str(exc.value)
     assert "optim.lrr" in msg and "allowed keys here:" in msg and "lr" in msg and "warmup_steps" in msg
 
-    from curation.config import load_pipeline
+    from humans.curation.config import load_pipeline
 
     with pytest.raises(ConfigError) as exc:
         load_pipeline("humans-test", overrides=parse_set(["person.min_scor=0.3"]))
     msg = str(exc.value)
     assert "min_scor" in msg and "allowed keys here:" in msg and "min_score" in msg and "analysis_long_side" in msg
 
-    from heads.cli import main
+    from humans.heads.cli import main
 
     (tmp_path / "b.safetensors").write_bytes(b"x")
     code = main(["train", "--task", "seg", "--backbone", str(tmp_path / "b.safetensors"), "--data", str(tmp_path),
@@ -134,7 +134,7 @@ def test_console_commands_and_pipelines_yaml_ship():
     for target in scripts.values():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), target
-    from curation.config import DEFAULT_CONFIG
+    from humans.curation.config import DEFAULT_CONFIG
 
     assert DEFAULT_CONFIG.is_file() and DEFAULT_CONFIG.parent.name == "curation"  # inside the package
     assert "*.yaml" in meta["tool"]["setuptools"]["package-data"]["*"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.imageio import ImageError, decode_rgb
+from humans.shared.imageio import ImageError, decode_rgb
 
 
 def _shrink(rgb: np.ndarray, long_side: int = 640) -> np.ndarray:
@@ -82,7 +82,7 @@ def detection_rates(pool_dir: str | Path, categories: tuple[str, ...] = ("person
 
 
 def main(argv: list[str] | None = None) -> None:
-    from shared.runtime import setup_runtime
+    from humans.shared.runtime import setup_runtime
 
     setup_runtime()
     ap = argparse.ArgumentParser(description="Rates at which real pretrained detectors (MediaPipe pose, "

@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from shared.cli import HelpFormatter, add_threads
-from shared.runtime import setup_runtime
+from humans.shared.cli import HelpFormatter, add_threads
+from humans.shared.runtime import setup_runtime
 
 REPORT_EPILOG = """\
 examples:
@@ -85,7 +85,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from shared.shards import atomic_write_bytes
+    from humans.shared.shards import atomic_write_bytes
 
     from .verify import problems_json, verify_run
 

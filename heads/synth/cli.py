@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from heads.synth import LABELS
-from shared.cli import HelpFormatter, examples, add_threads
+from humans.heads.synth import LABELS
+from humans.shared.cli import HelpFormatter, examples, add_threads
 
 DESCRIPTION = ("Generate synthetic labelled humans (image, 308 keypoints, 29-class parts, mask, normals, "
                "pointmap, albedo) in the humans-dense-v1 format, and/or a PNG contact sheet.")
@@ -41,13 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from shared.runtime import setup_runtime
+    from humans.shared.runtime import setup_runtime
 
     setup_runtime()
-    from heads.synth.preview import sample_to_item, write_preview
-    from heads.synth.render import generate
-    from heads.synth.scene import parse_size
-    from heads.synth.writer import read_item, write_dataset
+    from humans.heads.synth.preview import sample_to_item, write_preview
+    from humans.heads.synth.render import generate
+    from humans.heads.synth.scene import parse_size
+    from humans.heads.synth.writer import read_item, write_dataset
 
     try:
         size = parse_size(a.size)

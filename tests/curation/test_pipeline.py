@@ -11,12 +11,12 @@ import tarfile
 import pandas as pd
 from PIL import Image
 
-from curation.config import STAGE_DIRS, load_pipeline
-from curation.detectors import resolve_kind
-from curation.decisions import read_decisions
-from curation.scoring import format_table, score_run
-from shared.schema import DECISION_COLUMNS, INDEX_COLUMNS, SampleMeta
-from shared.shards import file_sha256, iter_tar_samples, keys_digest, list_shards, read_manifest, tar_member_names
+from humans.curation.config import STAGE_DIRS, load_pipeline
+from humans.curation.detectors import resolve_kind
+from humans.curation.decisions import read_decisions
+from humans.curation.scoring import format_table, score_run
+from humans.shared.schema import DECISION_COLUMNS, INDEX_COLUMNS, SampleMeta
+from humans.shared.shards import file_sha256, iter_tar_samples, keys_digest, list_shards, read_manifest, tar_member_names
 
 DEFAULT_DETECTOR = resolve_kind(load_pipeline("humans-test").stage("person"))  # mediapipe only with the extra
 

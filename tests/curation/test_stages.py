@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from curation.config import load_pipeline
-from curation.stages import clusters, embedding, phash, quality
+from humans.curation.config import load_pipeline
+from humans.curation.stages import clusters, embedding, phash, quality
 
 
 def _photo() -> np.ndarray:
@@ -117,7 +117,7 @@ def test_random_init_embedder_is_stated_and_sees_near_duplicates():
 
 
 def _mediapipe_installed() -> bool:
-    from curation.detectors import optional_available
+    from humans.curation.detectors import optional_available
 
     return optional_available("mediapipe")
 
@@ -127,7 +127,7 @@ def _mediapipe_installed() -> bool:
 def test_bundled_mediapipe_detector_finds_people_with_landmarks_and_not_in_a_cat():
     from skimage import data
 
-    from curation.detectors import build_detector
+    from humans.curation.detectors import build_detector
 
     det = build_detector(load_pipeline("humans-test").stage("person"))
     assert det.pretrained and det.name.startswith("mediapipe")
@@ -142,7 +142,7 @@ def test_default_install_opencv_detector_finds_the_astronaut_not_the_cat():
     """OpenCV's pretrained HOG people detector + Haar face cascade, shipped inside opencv-python."""
     from skimage import data
 
-    from curation.detectors import build_detector
+    from humans.curation.detectors import build_detector
 
     cfg = load_pipeline("humans-test", overrides={"person.detector": "opencv"}).stage("person")
     det = build_detector(cfg)
@@ -155,7 +155,7 @@ def test_default_install_opencv_detector_finds_the_astronaut_not_the_cat():
 
 
 def test_auto_detector_needs_no_optional_package():
-    from curation.detectors import build_detector, resolve_kind
+    from humans.curation.detectors import build_detector, resolve_kind
 
     cfg = load_pipeline("humans-test").stage("person")
     assert resolve_kind(cfg) == ("mediapipe" if _mediapipe_installed() else "opencv")
@@ -166,7 +166,7 @@ def test_yolo_backend_loads_a_user_checkpoint(tmp_path):
     """The `--detector-weights` path, exercised with a RANDOMLY INITIALISED YOLO (no weights offline)."""
     from ultralytics import YOLO
 
-    from curation.detectors import build_detector
+    from humans.curation.detectors import build_detector
 
     path = tmp_path / "yolov8n_random_init.pt"
     YOLO("yolov8n.yaml").save(str(path))

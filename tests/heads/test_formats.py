@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from heads.cli import main
-from shared.humans.keypoints import NUM_KEYPOINTS, SIGMAS
-from shared.humans.parts import NUM_PARTS, PART_COLORS
+from humans.heads.cli import main
+from humans.shared.humans.keypoints import NUM_KEYPOINTS, SIGMAS
+from humans.shared.humans.parts import NUM_PARTS, PART_COLORS
 
 
 @pytest.fixture(autouse=True)
@@ -70,8 +70,8 @@ def test_pose_metric_files_give_the_same_nonzero_ap(synth_data, tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from heads.data.dataset import DenseData
-    from heads.metrics import PoseMetric
+    from humans.heads.data.dataset import DenseData
+    from humans.heads.metrics import PoseMetric
 
     data = DenseData(synth_data)
     metric = PoseMetric(SIGMAS, coco_dir=tmp_path / "coco")

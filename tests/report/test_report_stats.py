@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from report_helpers import duplicate_clusters, funnel_counts, shard_counts, stage_frames
 
-from curation.report.cli import main as report_main
+from humans.curation.report.cli import main as report_main
 
 
 class _Imgs(HTMLParser):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from heads.synth import cli
-from heads.synth.render import generate
-from heads.synth.writer import LABELS, read_item, write_dataset
-from shared.humans.keypoints import KEYPOINT_NAMES, SKELETON
-from shared.humans.parts import PART_COLORS
+from humans.heads.synth import cli
+from humans.heads.synth.render import generate
+from humans.heads.synth.writer import LABELS, read_item, write_dataset
+from humans.shared.humans.keypoints import KEYPOINT_NAMES, SKELETON
+from humans.shared.humans.parts import PART_COLORS
 
 SIZE = 128
 N = 4
