@@ -19,13 +19,14 @@ A bare ``import ROOT`` / ``import ROOT.x`` (which binds the top-level name) is r
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
 
 ROOTS = ("shared", "curation", "pretrain", "heads", "tools")
 _R = "|".join(ROOTS)
-SKIP_DIRS = {".git", ".venv", "venv", "build", "dist", "node_modules", "__pycache__", "humans", ".pytest_cache"}
+SKIP_DIRS = {".git", ".venv", "venv", "build", "dist", "node_modules", "__pycache__", ".pytest_cache"}
 
 FROM_IMPORT = re.compile(rf"^(\s*)from ({_R})((?:\.\w+)*)(\s+import\b)", re.M)
 IMPORT_AS = re.compile(rf"^(\s*)import ({_R})((?:\.\w+)*)(\s+as\s+\w+)", re.M)
@@ -43,10 +44,15 @@ def rewrite(text: str) -> str:
 
 
 def files(root: Path):
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if not SKIP_DIRS.intersection(rel.parts[:-1]):
-            yield path
+    """The project's .py files: no VCS, build or virtual-environment folders (any folder holding a
+    pyvenv.cfg, whatever its name, e.g. HUMANS_VENV)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS
+                             and not (Path(dirpath) == root and d == "humans")  # the import root itself
+                             and not os.path.isfile(os.path.join(dirpath, d, "pyvenv.cfg")))
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                yield Path(dirpath) / name
 
 
 def main(argv: list[str] | None = None) -> int:
