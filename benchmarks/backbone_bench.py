@@ -55,7 +55,7 @@ def _build(spec: dict, dev):
         def loss_fn(x):
             return model.forward_features(x).float().square().mean()
     else:
-        from shared.backbone import build_backbone
+        from humans.shared.backbone import build_backbone
         model = build_backbone(spec["name"], **spec.get("overrides", {}))
 
         def loss_fn(x):
@@ -249,7 +249,7 @@ def section_hier(args) -> str:
     thin = dict(embed_dim=32, num_heads=1, kv_heads=1, ffn_dim=128, mha_edge=0, layerscale_init=None)
     models = [("sapiens2-0.4b", {**thin, "depth": 3}),
               ("sapiens2-0.4b-4k", {**thin, "depth": 5, "window_layers": 2})]
-    from shared.backbone import count_flops, get_config
+    from humans.shared.backbone import count_flops, get_config
     sizes = [(512, 384), (1024, 768)] if args.quick else [(1024, 768), (2160, 3840)]
     rows = []
     for hw in sizes:
@@ -281,7 +281,7 @@ def section_gpu(args) -> str:
     if not torch.cuda.is_available():
         return ("### 3. GPU bf16 throughput / MFU of sapiens2-0.4b at 1024x768\n\n"
                 "not measured: no GPU in this run.")
-    from shared.backbone import count_flops
+    from humans.shared.backbone import count_flops
     name = torch.cuda.get_device_name(0)
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
     rows = []
@@ -311,12 +311,12 @@ def main() -> None:
     ap.add_argument("--time-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mem_worker or args.time_worker:
-        from shared.runtime import setup_runtime
+        from humans.shared.runtime import setup_runtime
         setup_runtime()
         out = _mem_worker(json.loads(args.mem_worker)) if args.mem_worker else _time_worker(json.loads(args.time_worker))
         print(json.dumps(out))
         return
-    from shared.runtime import setup_runtime
+    from humans.shared.runtime import setup_runtime
     setup_runtime()
     parts = [f"Machine: {machine()}. Peak memory: "
              "CPU = peak RSS growth of a fresh process over one forward+backward (resource ru_maxrss "

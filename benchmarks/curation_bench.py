@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, run as a script
 
-from shared.runtime import setup_runtime  # noqa: E402
+from humans.shared.runtime import setup_runtime  # noqa: E402
 
 setup_runtime()
 os.environ.setdefault("HUMANS_NO_PROGRESS", "1")
@@ -51,11 +51,11 @@ def bench_stages(pool: Path, pipeline: str) -> dict:
     import pandas as pd
     from PIL import Image
 
-    from curation.config import load_pipeline
-    from curation.detectors import build_detector
-    from curation.stages import framing, person, phash, quality, resolution
-    from curation.stages.embedding import Embedder
-    from shared.imageio import ImageError, decode_rgb, read_header
+    from humans.curation.config import load_pipeline
+    from humans.curation.detectors import build_detector
+    from humans.curation.stages import framing, person, phash, quality, resolution
+    from humans.curation.stages.embedding import Embedder
+    from humans.shared.imageio import ImageError, decode_rgb, read_header
 
     cfg = load_pipeline(pipeline)
     labels = pd.read_parquet(pool / "labels.parquet")
@@ -137,7 +137,7 @@ def bench_stages(pool: Path, pipeline: str) -> dict:
 
 
 def bench_pipeline(pool: Path, pipeline: str, num_cpus: int) -> dict:
-    from curation import run_pipeline
+    from humans.curation import run_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -163,7 +163,7 @@ def _clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
 def bench_faiss(sizes: list[int], dim: int = 512, flat_max: int = 100_000) -> list[dict]:
     import faiss
 
-    from curation.stages import embedding
+    from humans.curation.stages import embedding
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     out = []
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-pipeline", action="store_true", help="skip the whole-pipeline Ray run")
     ap.add_argument("--out", default="benchmarks/results/curation.md", help="markdown results file")
     args = ap.parse_args(argv)
-    from curation.demo_pool import make_demo_pool
+    from humans.curation.demo_pool import make_demo_pool
 
     res: dict = {"machine": f"{platform.machine()} {os.cpu_count()}-core CPU, no GPU, {platform.python_version()}",
                  "load": round(os.getloadavg()[0], 1), "scale": args.scale, "pipeline_name": args.pipeline}

@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import shared.backbone.attention_backend as ab  # noqa: E402
-from shared.backbone import build_backbone  # noqa: E402
+import humans.shared.backbone.attention_backend as ab  # noqa: E402
+from humans.shared.backbone import build_backbone  # noqa: E402
 
 # dense bf16 peak TFLOP/s (no sparsity) by device-name fragment
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "GH200": 989.0, "B200": 2250.0,
@@ -128,9 +128,9 @@ def pretrain_steps(dev: str, steps: int, batch: int, info: dict) -> list[dict]:
     """MAE pretraining steps of sapiens2-0.4b at 1024x768 in bf16 (CPU: a tiny smoke run)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pretrain.config import load_train_config
-    from pretrain.masking import random_keep
-    from pretrain.model import PretrainModel, normalize
+    from humans.pretrain.config import load_train_config
+    from humans.pretrain.masking import random_keep
+    from humans.pretrain.model import PretrainModel, normalize
 
     cuda = dev == "cuda"
     name, (hh, ww) = ("sapiens2-0.4b", (1024, 768)) if cuda else ("sapiens2-tiny", (128, 96))

@@ -35,10 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pretrain.config import load_train_config  # noqa: E402
-from pretrain.data import DataFeed, resolve_shards  # noqa: E402
-from pretrain.trainer import Trainer  # noqa: E402
-from shared.runtime import setup_runtime  # noqa: E402
+from humans.pretrain.config import load_train_config  # noqa: E402
+from humans.pretrain.data import DataFeed, resolve_shards  # noqa: E402
+from humans.pretrain.trainer import Trainer  # noqa: E402
+from humans.shared.runtime import setup_runtime  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -56,8 +56,8 @@ def make_photo_shards(out: Path, n: int = 32) -> Path:
     import numpy as np
     import skimage.data
 
-    from shared.imageio import encode_jpeg
-    from shared.shards import ShardWriter, write_manifest
+    from humans.shared.imageio import encode_jpeg
+    from humans.shared.shards import ShardWriter, write_manifest
 
     names = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry")
     photos = []

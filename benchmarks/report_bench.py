@@ -170,7 +170,7 @@ def main() -> int:
         out = work / f"report_{n}"
         shutil.rmtree(out, ignore_errors=True)
         load = os.getloadavg()[0]
-        wall, cpu, peak = measure([py, "-m", "curation.report", "report", str(run), "--out", str(out)], repo)
+        wall, cpu, peak = measure([py, "-m", "humans.curation.report", "report", str(run), "--out", str(out)], repo)
         stats = json.loads((out / "stats.json").read_text())
         assert stats["totals"]["kept"] == n, stats["totals"]
         nwall, ncpu, npeak = measure([py, "-c", NAIVE, str(run)], repo)

@@ -24,9 +24,9 @@ def main() -> None:
     p.add_argument("--size", default="512", help="image size (default 512)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    from heads.synth.render import generate
-    from heads.synth.writer import write_dataset
-    from shared.runtime import setup_runtime
+    from humans.heads.synth.render import generate
+    from humans.heads.synth.writer import write_dataset
+    from humans.shared.runtime import setup_runtime
 
     setup_runtime()
     os.environ.setdefault("HUMANS_NO_PROGRESS", "1")

@@ -1,5 +1,5 @@
 """``python -m curation``: see ``curation.cli``."""
-from .cli import main
+from humans.curation.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

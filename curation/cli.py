@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from shared.runtime import setup_runtime
+from humans.shared.cli import HelpFormatter, add_config, add_out, add_set, add_threads, examples
+from humans.shared.runtime import setup_runtime
 
 EXIT_NO_SAMPLES = 3  # the run finished but kept nothing (2: bad input, found before any work)
 
@@ -14,9 +15,10 @@ RUN_EPILOG = """\
 exit status: 0 done; 2 bad config, pool or checkpoint (found before any work); 3 the run kept 0 samples.
 
 examples:
-  python -m curation run --pipeline humans --input POOL --output OUT
-  ray job submit --working-dir . -- python -m curation run --pipeline humans --input POOL --output OUT
-  python -m curation run --input POOL --output OUT --detector-weights yolov8n.pt --set person.min_score=0.4
+  humans-curate run --pipeline humans --input POOL --out OUT
+  ray job submit --working-dir . -- python -m curation run --pipeline humans --input POOL --out OUT
+  humans-curate run --input POOL --out OUT --detector-weights yolov8n.pt --set person.min_score=0.4
+  humans-curate run --input POOL --out OUT --config my_pipelines.yaml --pipeline mine
 
 POOL is a folder of images, a .tar shard / folder of shards / glob / brace pattern
 (x-{000000..000009}.tar), or a .parquet/.csv file with a `url` column (optional `key`).
@@ -31,36 +33,35 @@ def _add_run(sub) -> None:
                        description="Run a curation pipeline from pipelines.yaml over a pool: "
                                    "read -> resolution -> quality -> person -> framing -> pHash dedup "
                                    "-> embedding dedup -> shards, index.parquet, manifest.json.",
-                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=RUN_EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--input", "--pool", dest="pool", required=True,
                    help="the pool: image folder, tar shard(s) (path, folder, glob or brace pattern) or a "
                         ".parquet/.csv list of URLs")
-    p.add_argument("--output", "--out", dest="out", required=True,
-                   help="run directory (shards, index.parquet, manifest.json, stages/, run.json); "
-                        "an existing one is resumed")
-    p.add_argument("--pipeline", default="humans", help="pipeline name in the config (default: humans)")
-    p.add_argument("--config", default=None,
-                   help="pipelines YAML file (default: pipelines.yaml at the repository root)")
+    add_out(p, "run directory (shards, index.parquet, manifest.json, stages/, run.json); "
+               "an existing one is resumed", old=("--output",))
+    p.add_argument("--pipeline", default="humans", help="pipeline name in the config")
+    add_config(p, "your own pipelines YAML file (default: the pipelines.yaml shipped in the curation package)")
     p.add_argument("--ray-address", default=None,
                    help="Ray cluster to join ('auto' or host:port); default: RAY_ADDRESS if set (as under "
                         "`ray job submit`), else start a local instance")
-    p.add_argument("--num-cpus", type=int, default=None,
-                   help="CPUs of the local Ray instance (default: all cores; ignored on a cluster)")
+    add_threads(p, "CPUs of the local Ray instance (default: all cores; ignored on a cluster)",
+                old=("--num-cpus",))
     p.add_argument("--detector-weights", default=None,
                    help="ultralytics YOLO checkpoint (.pt) for the person stage; without it the bundled "
-                        "pretrained MediaPipe pose + face detector is used")
+                        "pretrained detector of pipelines.yaml's person.detector is used (auto: MediaPipe "
+                        "pose + face when installed, else OpenCV's HOG people detector)")
     p.add_argument("--embedding-checkpoint", default=None,
                    help="open_clip state dict (.pt/.safetensors) for the embedding stage; without it the "
                         "model is RANDOMLY initialised (pixel-level near-duplicates only)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set quality.min_sharpness=30 --set "
-                        "samples_per_shard=500 --set embedding.resources.concurrency=2 (repeatable)")
+    add_set(p, "quality.min_sharpness=30 --set samples_per_shard=500 --set embedding.resources.concurrency=2")
     p.add_argument("--summary-json", default=None, help="also write the run summary to this file")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args) -> int:
-    from .config import load_pipeline, parse_set
+    from humans.shared.cli import parse_set
+
+    from .config import load_pipeline
     from .preflight import check_files
 
     overrides = parse_set(args.sets)
@@ -73,10 +74,10 @@ def _cmd_run(args) -> int:
     from .pipeline import run_pipeline
 
     summary = run_pipeline(args.pool, args.out, pipeline=args.pipeline, config_path=args.config,
-                           ray_address=args.ray_address, num_cpus=args.num_cpus, overrides=overrides)
+                           ray_address=args.ray_address, num_cpus=args.threads, overrides=overrides)
     _print_summary(summary)
     if args.summary_json:
-        from shared.shards import atomic_write_json
+        from humans.shared.shards import atomic_write_json
 
         atomic_write_json(args.summary_json, summary)
     if summary["samples"] == 0:
@@ -101,8 +102,11 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo-pool", help="write a labelled demo pool (offline)",
                        description="Write a small labelled pool: people, no people, low-res, blurred, "
                                    "badly exposed, duplicates, broken files and odd modes, with "
-                                   "labels.parquet giving each image's ground truth.")
-    p.add_argument("out", help="output folder (images/ and labels.parquet)")
+                                   "labels.parquet giving each image's ground truth.",
+                       epilog=examples("humans-curate demo-pool --out POOL --scale small"),
+                       formatter_class=HelpFormatter)
+    p.add_argument("out_pos", nargs="?", metavar="OUT", help="output folder, as --out (older spelling)")
+    add_out(p, "output folder (images/ and labels.parquet)", required=False)
     p.add_argument("--n-people", type=int, default=None, help="number of clean person images")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--scale", choices=("small", "demo"), default="demo", help="pool size preset")
@@ -112,10 +116,13 @@ def _add_demo(sub) -> None:
 def _cmd_demo(args) -> int:
     from .demo_pool import make_demo_pool
 
+    out = args.out or args.out_pos
+    if not out:
+        raise SystemExit("humans-curate demo-pool: error: --out is required")
     kw = {"seed": args.seed, "scale": args.scale}
     if args.n_people is not None:
         kw["n_people"] = args.n_people
-    path = make_demo_pool(args.out, **kw)
+    path = make_demo_pool(out, **kw)
     print(path)
     return 0
 
@@ -123,7 +130,9 @@ def _cmd_demo(args) -> int:
 def _add_score(sub) -> None:
     p = sub.add_parser("score", help="precision/recall of every stage against a labelled pool",
                        description="Score a finished run against the labels.parquet of the demo pool it "
-                                   "was run on: per stage precision and recall of the rejections.")
+                                   "was run on: per stage precision and recall of the rejections.",
+                       epilog=examples("humans-curate score OUT --pool POOL --json OUT/scores.json"),
+                       formatter_class=HelpFormatter)
     p.add_argument("run", help="run directory written by `curation run`")
     p.add_argument("--pool", required=True, help="the labelled pool (folder with labels.parquet)")
     p.add_argument("--json", default=None, help="where to write the scores (default: RUN/scores.json)")
@@ -139,8 +148,12 @@ def _cmd_score(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m curation",
-                                     description="Curate web image pools into human-centric WebDataset shards.")
+    parser = argparse.ArgumentParser(prog="humans-curate", formatter_class=HelpFormatter,
+                                     description="Curate web image pools into human-centric WebDataset shards "
+                                                 "(also `python -m curation`).",
+                                     epilog=examples("humans-curate demo-pool --out POOL",
+                                                     "humans-curate run --input POOL/images --out OUT",
+                                                     "humans-curate report OUT --out REPORT"))
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_demo(sub)
@@ -157,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     setup_runtime()
-    from shared.config import ConfigError
+    from humans.shared.config import ConfigError
 
     from .pipeline import PipelineStateError
     from .sources import PoolSpecError

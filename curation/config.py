@@ -12,12 +12,12 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import Field, model_validator
 
-from shared.config import ConfigError, StrictModel, load_yaml, validate
+from humans.shared.config import ConfigError, StrictModel, load_yaml, validate
 
 from .download import DownloadConfig
 from .localread import ReadConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pipelines.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "pipelines.yaml"  # ships in the package
 
 # Canonical order and directory names of the stages (decision parquets live in OUT/stages/NN_name/).
 STAGE_ORDER = ("resolution", "quality", "person", "framing", "phash", "embedding")
@@ -85,7 +85,7 @@ class PersonStage(_Stage):
     """Stage 3: person detection; keeps images with at least ``min_persons`` confident people."""
 
     name: Literal["person"]
-    detector: Literal["auto", "mediapipe", "hog", "mtcnn", "yolo"] = "auto"
+    detector: Literal["auto", "mediapipe", "opencv", "hog", "mtcnn", "yolo"] = "auto"
     weights: str | None = Field(None, description="ultralytics YOLO .pt (detector yolo / auto)")
     min_score: float = Field(0.5, ge=0, le=1)
     min_persons: int = Field(1, ge=1)
@@ -264,11 +264,7 @@ def load_pipeline(pipeline: str = "humans", config_path: str | Path | None = Non
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """Turn CLI ``--set key=value`` strings into an overrides dict."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. person.min_score=0.6")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v
-    return out
+    """``--set key=value`` strings -> overrides (the one parser, ``shared.cli.parse_set``)."""
+    from humans.shared.cli import parse_set as _parse
+
+    return _parse(items)

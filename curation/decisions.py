@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.schema import STAGES_DIR
+from humans.shared.schema import STAGES_DIR
 
 from .config import STAGE_DIRS
 

@@ -26,8 +26,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from shared.imageio import decode_rgb, encode_jpeg, encode_png
-from shared.log import get_logger, progress
+from humans.shared.imageio import decode_rgb, encode_jpeg, encode_png
+from humans.shared.log import get_logger, progress
 
 from .pool import assets, compose, damage
 

@@ -27,8 +27,8 @@ from typing import Iterable, Iterator
 
 from pydantic import Field
 
-from shared.config import StrictModel
-from shared.imageio import sniff_format
+from humans.shared.config import StrictModel
+from humans.shared.imageio import sniff_format
 
 DOWNLOAD_ERRORS = ("download_timeout", "download_too_large", "download_not_image", "download_bad_url",
                    "download_too_many_redirects", "download_connection_error", "download_http_<code>")

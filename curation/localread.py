@@ -26,8 +26,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from shared.config import StrictModel
-from shared.imageio import MAX_BYTES
+from humans.shared.config import StrictModel
+from humans.shared.imageio import MAX_BYTES
 
 READ_REASONS = ("not_regular_file", "broken_symlink", "outside_pool", "too_many_bytes", "read_timeout",
                 "missing_file", "read_error")

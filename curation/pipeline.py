@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from shared.log import get_logger, progress
-from shared.runtime import setup_runtime
-from shared.schema import RUN_NAME
-from shared.shards import atomic_write_bytes, atomic_write_json, remove_partial_files
+from humans.shared.log import get_logger, progress
+from humans.shared.runtime import setup_runtime
+from humans.shared.schema import RUN_NAME
+from humans.shared.shards import atomic_write_bytes, atomic_write_json, remove_partial_files
 
 from .config import STAGE_DIRS, STAGE_ORDER, PipelineConfig, load_pipeline
 from .decisions import read_decisions, stage_dir, write_decisions
@@ -95,7 +95,7 @@ def _check_state(out: Path, fp: dict) -> None:
             changed = [k for k in ("pool", "pipeline", "config", "tasks") if old.get(k) != fp[k]]
             raise PipelineStateError(
                 f"{out} holds a run of a different {', '.join(changed) or 'plan'}; resume needs the same "
-                f"pool and config (use a new --output, or delete {out} to start over)")
+                f"pool and config (use a new --out, or delete {out} to start over)")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, fp)
@@ -254,7 +254,7 @@ class EmbedWorker:
         return self.embedder.description
 
     def process(self, run_dir: str, task_id: str) -> int:
-        from shared.imageio import decode_rgb
+        from humans.shared.imageio import decode_rgb
 
         t = pq.read_table(staged_path(run_dir, task_id), columns=["key", "data", "width", "height",
                                                                     "file_bytes"]).to_pydict()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shared.config import ConfigError
+from humans.shared.config import ConfigError
 
 from .config import PipelineConfig
 

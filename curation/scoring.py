@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from shared.shards import atomic_write_json
+from humans.shared.shards import atomic_write_json
 
 from .config import STAGE_ORDER
 from .decisions import read_decisions

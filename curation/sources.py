@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from shared.imageio import MAX_BYTES
-from shared.schema import IMAGE_EXTENSIONS, KEY_RE
+from humans.shared.imageio import MAX_BYTES
+from humans.shared.schema import IMAGE_EXTENSIONS, KEY_RE
 
 from .download import DownloadConfig, Downloader
 from .localread import ReadConfig, read_local

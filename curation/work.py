@@ -20,8 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from shared.imageio import ImageError, decode_rgb, encode_jpeg, encode_png, read_header
-from shared.shards import atomic_write_json
+from humans.shared.imageio import ImageError, decode_rgb, encode_jpeg, encode_png, read_header
+from humans.shared.shards import atomic_write_json
 
 from .config import PipelineConfig
 from .decisions import STAGED_SCHEMA, write_decisions, write_rows

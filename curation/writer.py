@@ -19,8 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.schema import INDEX_NAME, SampleMeta, shard_name
-from shared.shards import ShardInfo, ShardWriter, atomic_write_json, keys_digest, write_manifest
+from humans.shared.schema import INDEX_NAME, SampleMeta, shard_name
+from humans.shared.shards import ShardInfo, ShardWriter, atomic_write_json, keys_digest, write_manifest
 
 from .work import WORK_DIR, staged_path
 

@@ -1,5 +1,5 @@
 """``python -m heads``: dispatch to the command-line interface."""
-from heads.cli import main
+from humans.heads.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from heads import TASKS
+from humans.heads import TASKS
+from humans.shared.cli import HelpFormatter, add_set, examples
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -25,7 +26,7 @@ def resolve_device(name: str) -> str:
     """``auto`` -> cuda when a CUDA device is available, else cpu; ``cuda`` without one is an error."""
     import torch
 
-    from shared.config import ConfigError
+    from humans.shared.config import ConfigError
 
     if name not in DEVICES:
         raise ConfigError(f"--device {name!r}: allowed {', '.join(DEVICES)}")
@@ -45,6 +46,8 @@ def _common_model(p: argparse.ArgumentParser, task_required: bool) -> None:
 
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a head on a frozen backbone",
+                       formatter_class=HelpFormatter, epilog=examples("humans-heads train --task pose --backbone backbone.safetensors --data DATA --out RUN",
+                                        "humans-heads train --config head.yaml --set epochs=5 --data DATA --out RUN"),
                        description="Train a head (or a linear probe) for one task on frozen backbone features; "
                                    "writes OUT/head.safetensors (config in its metadata), OUT/metrics.json "
                                    "(held-out metrics) and OUT/history.json (loss per epoch).")
@@ -74,10 +77,12 @@ def _train_parser(sub) -> None:
     p.add_argument("--no-flip-aug", action="store_true", help="do not add mirrored training copies")
     p.add_argument("--seed", type=int, help="random seed (split, init, order)")
     _device_arg(p)
+    add_set(p, "epochs=5 --set weight_decay=0")
 
 
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained head",
+                       formatter_class=HelpFormatter, epilog=examples("humans-heads eval --checkpoint RUN/head.safetensors --data DATA --split val"),
                        description="Print the task's metrics of RUN/head.safetensors on a DATA folder and "
                                    "write them as JSON.")
     _common_model(p, task_required=False)
@@ -94,6 +99,7 @@ def _eval_parser(sub) -> None:
 
 def _probe_parser(sub) -> None:
     p = sub.add_parser("probe", help="linear probes of several backbones on all five tasks",
+                       formatter_class=HelpFormatter, epilog=examples("humans-heads probe --backbone random=a.safetensors --backbone mae=b.safetensors --data DATA"),
                        description="Train one linear layer per task (1x1 on frozen features, bilinear upsampling, "
                                    "no decoder) for each backbone and print one table of all five tasks' metrics, "
                                    "backbones side by side, plus the mean-prediction baseline.")
@@ -123,6 +129,7 @@ def _probe_parser(sub) -> None:
 
 def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="run a head on images and write overlays",
+                       formatter_class=HelpFormatter, epilog=examples("humans-heads predict --checkpoint RUN/head.safetensors --out PRED img1.jpg img2.jpg"),
                        description="Write OUT/<image>_<task>.png (overlay: keypoints and skeleton, part colours, "
                                    "normals as RGB, pointmap depth colours, albedo) and OUT/<image>_<task>.npy "
                                    "(raw output at the image size; pose: [308, 3] x, y, score).")
@@ -138,6 +145,7 @@ def _predict_parser(sub) -> None:
 
 def _export_parser(sub) -> None:
     p = sub.add_parser("export", help="export backbone + head as one model (ONNX or TorchScript)",
+                       formatter_class=HelpFormatter, epilog=examples("humans-heads export --checkpoint RUN/head.safetensors --format onnx --out model.onnx"),
                        description="Write backbone plus head as one model taking [B, 3, H, W] RGB in [0, 1] and "
                                    "returning the task output; the file is run (onnxruntime / torch.jit.load) and "
                                    "compared with the PyTorch model.")
@@ -150,8 +158,12 @@ def _export_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m heads", description="Heads on a frozen backbone: train, eval, "
-                                     "probe, predict, export (and synth, the synthetic data generator).")
+    parser = argparse.ArgumentParser(prog="humans-heads", description="Heads on a frozen backbone: train, eval, "
+                                     "probe, predict, export (and synth, the synthetic data generator); also "
+                                     "`python -m heads`.", formatter_class=HelpFormatter,
+                                     epilog=examples("humans-heads synth --out DATA --count 200",
+                                                     "humans-heads train --task seg --backbone b.safetensors "
+                                                     "--data DATA --out RUN"))
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _eval_parser(sub)
@@ -159,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _predict_parser(sub)
     _export_parser(sub)
     try:
-        from heads.synth.cli import register  # the synthetic data generator, when installed
+        from humans.heads.synth.cli import register  # the synthetic data generator, when installed
     except ImportError:
         pass
     else:
@@ -168,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(a: argparse.Namespace):
-    from heads.config import HeadConfig, load_head_config, parse_layers, parse_size
-    from shared.config import ConfigError, validate
+    from humans.heads.config import HeadConfig, load_head_config, parse_layers, parse_size
+    from humans.shared.config import ConfigError, validate
 
     base = load_head_config(a.config).model_dump() if a.config else {}
     over = {"task": a.task, "kind": a.kind, "backbone": a.backbone, "channels": a.channels, "epochs": a.epochs,
@@ -182,6 +194,9 @@ def _train_config(a: argparse.Namespace):
         base["size"] = parse_size(a.size)
     if a.no_flip_aug:
         base["flip_aug"] = False
+    from humans.shared.cli import parse_set, set_dotted
+
+    set_dotted(base, parse_set(a.sets))
     if not base.get("task"):
         raise ConfigError("--task is required (or 'task' in --config)")
     if not base.get("backbone"):
@@ -199,7 +214,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared.runtime import setup_runtime
+    from humans.shared.runtime import setup_runtime
 
     setup_runtime()
     parser = build_parser()
@@ -207,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(a, "threads", None):
         import torch
         torch.set_num_threads(a.threads)
-    from heads.data.io import AnnotationError
-    from shared.config import ConfigError
+    from humans.heads.data.io import AnnotationError
+    from humans.shared.config import ConfigError
     try:
         return _dispatch(a)
     except (AnnotationError, ConfigError, FileNotFoundError, ValueError) as exc:
@@ -218,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(a: argparse.Namespace) -> int:
     if a.command == "train":
-        from heads.train import run_train
+        from humans.heads.train import run_train
         cfg = _train_config(a)
         res = run_train(cfg, a.data, a.out, a.val_data, a.keypoints, a.cache_dir, device=resolve_device(a.device))
         _print_metrics(f"{cfg.task} ({cfg.kind}) held-out metrics, {res['val_samples']} samples:", res["metrics"])
         print(f"wrote {Path(a.out) / 'head.safetensors'}")
         return 0
     if a.command == "eval":
-        from heads.evaluate import run_eval
+        from humans.heads.evaluate import run_eval
         out = a.out or str(Path(a.checkpoint).with_name("eval.json"))
         res = run_eval(a.checkpoint, a.data, out, a.backbone, a.keypoints, a.cache_dir, a.split,
                        device=resolve_device(a.device))
@@ -235,8 +250,8 @@ def _dispatch(a: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
     if a.command == "probe":
-        from heads.config import parse_layers, parse_size
-        from heads.probe import parse_backbones, run_probe
+        from humans.heads.config import parse_layers, parse_size
+        from humans.heads.probe import parse_backbones, run_probe
         tasks = [t for t in a.tasks.split(",") if t]
         bad = [t for t in tasks if t not in TASKS]
         if bad:
@@ -252,14 +267,14 @@ def _dispatch(a: argparse.Namespace) -> int:
             Path(a.json).write_text(json.dumps({k: v for k, v in res.items() if k != "table"}, indent=2))
         return 0
     if a.command == "predict":
-        from heads.predict import run_predict
+        from humans.heads.predict import run_predict
         paths = run_predict(a.checkpoint, a.images, a.out, task=a.task, bbox=a.bbox, backbone=a.backbone,
                             min_score=a.min_score, device=resolve_device(a.device))
         for p in paths:
             print(p)
         return 0
     if a.command == "export":
-        from heads.export import run_export
+        from humans.heads.export import run_export
         res = run_export(a.checkpoint, a.out, a.format, task=a.task, backbone=a.backbone, atol=a.atol)
         print(f"wrote {res['path']} ({a.format}); max |diff| vs PyTorch {res['max_abs_diff']:.2e} "
               f"(tolerance {a.atol:g})")

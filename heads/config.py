@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.config import StrictModel, load_config
+from humans.shared.config import StrictModel, load_config
 
 Task = Literal["pose", "seg", "pointmap", "normal", "albedo"]
 

@@ -17,20 +17,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from heads.config import HeadConfig
-from heads.data.dataset import DenseData, Item
-from heads.data.features import FeatureCache, FeatureExtractor
-from heads.data.transforms import apply_affine, decode_heatmaps, gaussian_heatmaps, invert_affine
-from heads.metrics import AlbedoMetric, NormalMetric, PointmapMetric, PoseMetric, SegMetric
-from heads.train import TaskTensors, prepare_task
-from shared.humans.keypoints import SIGMAS, flip_index
-from shared.humans.parts import NUM_PARTS, PART_NAMES
+from humans.heads.config import HeadConfig
+from humans.heads.data.dataset import DenseData, Item
+from humans.heads.data.features import FeatureCache, FeatureExtractor
+from humans.heads.data.transforms import apply_affine, decode_heatmaps, gaussian_heatmaps, invert_affine
+from humans.heads.metrics import AlbedoMetric, NormalMetric, PointmapMetric, PoseMetric, SegMetric
+from humans.heads.train import TaskTensors, prepare_task
+from humans.shared.humans.keypoints import SIGMAS, flip_index
+from humans.shared.humans.parts import NUM_PARTS, PART_NAMES
 
 OutputFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]  # (features, images) -> outputs
 
 
-def make_metric(task: str):
-    return {"pose": lambda: PoseMetric(SIGMAS), "seg": lambda: SegMetric(NUM_PARTS, PART_NAMES),
+def make_metric(task: str, coco_dir: str | Path | None = None):
+    """The task's metric accumulator; pose with ``coco_dir`` writes its COCO files there."""
+    return {"pose": lambda: PoseMetric(SIGMAS, coco_dir=coco_dir), "seg": lambda: SegMetric(NUM_PARTS, PART_NAMES),
             "pointmap": PointmapMetric, "normal": NormalMetric, "albedo": AlbedoMetric}[task]()
 
 
@@ -43,16 +44,18 @@ def flip_back(out: torch.Tensor, task: str) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_outputs(fn: OutputFn, tt: TaskTensors, data: DenseData, cfg: HeadConfig, batch: int = 16,
-                     device: str | torch.device = "cpu") -> dict:
+                     device: str | torch.device = "cpu", coco_dir: str | Path | None = None) -> dict:
     """Metrics of ``fn`` ((features [B,C,h,w], images [B,3,h,w] or None) -> outputs) over ``tt``,
     run on ``device`` batch by batch (features read from the memory-mapped cache per batch).
 
-    When ``tt`` holds flipped copies (its second half), pose heatmaps are averaged with them.
+    When ``tt`` holds flipped copies (its second half), pose heatmaps are averaged with them. Pose with
+    ``coco_dir``: COCO ``keypoints_gt.json`` + ``keypoints_results.json`` are written there and the AP
+    is pycocotools' on those files.
     """
     task = tt.task
     flipped = bool(tt.flipped.any())
     n = len(tt) // 2 if flipped else len(tt)
-    metric = make_metric(task)
+    metric = make_metric(task, coco_dir)
     for start in range(0, n, batch):
         idx = torch.arange(start, min(n, start + batch))
         img = tt.images(idx)
@@ -89,13 +92,14 @@ def _update(metric, task: str, out: torch.Tensor, item: Item, tt: TaskTensors, i
 
 
 def evaluate_head(head, cfg: HeadConfig, data: DenseData, items: list[Item], extractor: FeatureExtractor | None,
-                  cache: FeatureCache | None = None, device: str | torch.device = "cpu") -> dict:
+                  cache: FeatureCache | None = None, device: str | torch.device = "cpu",
+                  coco_dir: str | Path | None = None) -> dict:
     """Metrics of a trained head on ``items`` (flip test for pose when ``cfg.flip_test``)."""
     flip = cfg.task == "pose" and cfg.flip_test
     tt = prepare_task(data, items, cfg, extractor, cache, flip=flip, device=device)
     head.to(device).eval()
     out_hw = cfg.out_hw()
-    return evaluate_outputs(lambda f, img: head(f, out_hw, img), tt, data, cfg, device=device)
+    return evaluate_outputs(lambda f, img: head(f, out_hw, img), tt, data, cfg, device=device, coco_dir=coco_dir)
 
 
 def mean_baseline(train: TaskTensors, cfg: HeadConfig, per_pixel: bool = False) -> OutputFn:
@@ -137,7 +141,7 @@ def run_eval(checkpoint: str, data_dir: str, out_json: str | None = None, backbo
              keypoints: str | None = None, cache_dir: str | None = None, split: str = "all",
              device: str = "cpu") -> dict:
     """The ``eval`` command: metrics of a checkpoint on a DATA folder (all images, or its held-out split)."""
-    from heads.models.model import load_model
+    from humans.heads.models.model import load_model
 
     model = load_model(checkpoint, backbone)
     cfg = model.config
@@ -146,9 +150,19 @@ def run_eval(checkpoint: str, data_dir: str, out_json: str | None = None, backbo
     items = data.items(cfg.task, keys)
     if not items:
         raise ValueError(f"{data_dir}: no labelled samples for task {cfg.task!r}")
-    metrics = evaluate_head(model.head, cfg, data, items, model.extractor, FeatureCache(cache_dir), device=device)
+    coco_dir = None
+    if cfg.task == "pose":  # COCO files beside the metrics JSON (or in the working folder without one)
+        coco_dir = Path(out_json).parent / f"{Path(out_json).stem}_coco" if out_json else Path("eval_coco")
+    metrics = evaluate_head(model.head, cfg, data, items, model.extractor, FeatureCache(cache_dir),
+                           device=device, coco_dir=coco_dir)
     result = {"task": cfg.task, "checkpoint": str(checkpoint), "data": str(data_dir), "split": split,
               "samples": len(items), "metrics": metrics}
+    if coco_dir is not None:
+        result["coco"] = {"ground_truth": str(coco_dir / "keypoints_gt.json"),
+                          "results": str(coco_dir / "keypoints_results.json"),
+                          "kpt_oks_sigmas": [float(v) for v in SIGMAS],
+                          "note": "AP, AP50, AP75 are pycocotools COCOeval('keypoints') on these two files "
+                                  "with these per-keypoint sigmas"}
     if out_json:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(out_json).write_text(json.dumps(result, indent=2))

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.models.model import HeadModel, load_model
-from shared.log import get_logger
+from humans.heads.models.model import HeadModel, load_model
+from humans.shared.log import get_logger
 
 log = get_logger("heads.export")
 
@@ -39,7 +39,7 @@ class _RMSNorm(nn.Module):
 
 def _real_rope_freqs(pos: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
     """Like ``shared.backbone.layers.rope_freqs`` but as real (cos, sin) pairs [..., N, d/2, 2]."""
-    from shared.backbone.layers import rope_frequencies
+    from humans.shared.backbone.layers import rope_frequencies
 
     f = rope_frequencies(head_dim, theta, pos.device)
     pos = pos.float()
@@ -61,7 +61,7 @@ def real_rope():
     exporter nor TorchScript handle complex tensors). Only applied when the backbone has that form;
     the export is checked against the unpatched PyTorch model afterwards in any case."""
     try:
-        from shared.backbone import layers, model
+        from humans.shared.backbone import layers, model
     except ImportError:
         yield
         return

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -23,18 +25,14 @@ import numpy as np
 # ----------------------------------------------------------------------------------------- pose
 
 
-def oks_ap(gt: Sequence[dict], dt: Sequence[dict], sigmas: np.ndarray) -> dict[str, float]:
-    """COCO keypoint AP with per-keypoint ``sigmas``.
+def coco_keypoint_gt(gt: Sequence[dict], k: int) -> dict:
+    """A COCO keypoint ground-truth dataset (``images``, ``annotations``, ``categories``) of ``gt``.
 
     ``gt``: one dict per person with ``image_id``, ``keypoints`` ([K,3] x, y, v), ``bbox`` [x, y, w, h]
-    and ``area``; ``dt``: dicts with ``image_id``, ``keypoints`` ([K,3] x, y, score) and ``score``.
+    and ``area``. The person category lists the K keypoint names and the skeleton (1-based, as COCO).
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from humans.shared.humans.keypoints import KEYPOINT_NAMES, SKELETON
 
-    sigmas = np.asarray(sigmas, dtype=np.float64)
-    k = len(sigmas)
-    images = sorted({int(g["image_id"]) for g in gt})
     anns = []
     for i, g in enumerate(gt):
         kp = np.asarray(g["keypoints"], dtype=np.float64).reshape(-1, 3)
@@ -44,21 +42,54 @@ def oks_ap(gt: Sequence[dict], dt: Sequence[dict], sigmas: np.ndarray) -> dict[s
         anns.append({"id": i + 1, "image_id": int(g["image_id"]), "category_id": 1, "iscrowd": 0,
                      "keypoints": kp.ravel().tolist(), "num_keypoints": int(vis.sum()),
                      "bbox": [float(v) for v in g["bbox"]], "area": float(g["area"])})
-    coco_gt = COCO()
-    coco_gt.dataset = {"images": [{"id": i} for i in images], "annotations": anns,
-                       "categories": [{"id": 1, "name": "person"}]}
+    category = {"id": 1, "name": "person", "supercategory": "person"}
+    if k == len(KEYPOINT_NAMES):
+        category.update(keypoints=list(KEYPOINT_NAMES), skeleton=[[a + 1, b + 1] for a, b in SKELETON])
+    return {"images": [{"id": i} for i in sorted({int(g["image_id"]) for g in gt})], "annotations": anns,
+            "categories": [category]}
+
+
+def coco_keypoint_results(dt: Sequence[dict]) -> list[dict]:
+    """COCO keypoint results (what ``COCO.loadRes`` reads): ``image_id``, ``category_id`` 1,
+    ``keypoints`` (x1, y1, s1, x2, ... flat, K x 3) and ``score`` per person."""
+    return [{"image_id": int(d["image_id"]), "category_id": 1, "score": float(d["score"]),
+             "keypoints": [round(float(v), 3) for v in np.asarray(d["keypoints"], dtype=np.float64).ravel()]}
+            for d in dt]
+
+
+def oks_ap(gt: Sequence[dict], dt: Sequence[dict], sigmas: np.ndarray,
+           coco_dir: str | Path | None = None) -> dict[str, float]:
+    """COCO keypoint AP with per-keypoint ``sigmas``.
+
+    ``gt``: see :func:`coco_keypoint_gt`; ``dt``: dicts with ``image_id``, ``keypoints`` ([K,3] x, y,
+    score) and ``score``. With ``coco_dir``, the ground truth and the results are written there as
+    ``keypoints_gt.json`` / ``keypoints_results.json`` and the AP is computed from those files.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    dataset = coco_keypoint_gt(gt, len(sigmas))
+    res: list[dict] | str = coco_keypoint_results(dt)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt.createIndex()
+        if coco_dir is not None:
+            coco_dir = Path(coco_dir)
+            coco_dir.mkdir(parents=True, exist_ok=True)
+            (coco_dir / "keypoints_gt.json").write_text(json.dumps(dataset))
+            (coco_dir / "keypoints_results.json").write_text(json.dumps(res))
+            coco_gt = COCO(str(coco_dir / "keypoints_gt.json"))
+            res = str(coco_dir / "keypoints_results.json")
+        else:
+            coco_gt = COCO()
+            coco_gt.dataset = dataset
+            coco_gt.createIndex()
     if not dt:
         return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
-    res = [{"image_id": int(d["image_id"]), "category_id": 1, "score": float(d["score"]),
-            "keypoints": np.asarray(d["keypoints"], dtype=np.float64).reshape(-1, 3).ravel().tolist()}
-           for d in dt]
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(res)
         ev = COCOeval(coco_gt, coco_dt, "keypoints")
         ev.params.kpt_oks_sigmas = sigmas
-        ev.params.imgIds = images
+        ev.params.imgIds = [im["id"] for im in dataset["images"]]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -83,9 +114,10 @@ def pck(pred_xy: np.ndarray, gt: np.ndarray, norm: np.ndarray, alpha: float = 0.
 class PoseMetric:
     """Collects person-level ground truth and predictions; ``compute`` gives AP, AP50, AP75, PCK."""
 
-    def __init__(self, sigmas: np.ndarray, alpha: float = 0.1):
+    def __init__(self, sigmas: np.ndarray, alpha: float = 0.1, coco_dir: str | Path | None = None):
         self.sigmas = np.asarray(sigmas)
         self.alpha = alpha
+        self.coco_dir = coco_dir  # where compute() writes keypoints_gt.json / keypoints_results.json
         self.gt: list[dict] = []
         self.dt: list[dict] = []
 
@@ -95,7 +127,7 @@ class PoseMetric:
         self.dt.append({"image_id": image_id, "keypoints": np.asarray(pred_kpts), "score": score})
 
     def compute(self) -> dict[str, float]:
-        out = oks_ap(self.gt, self.dt, self.sigmas)
+        out = oks_ap(self.gt, self.dt, self.sigmas, self.coco_dir)
         if self.gt:
             p = np.stack([d["keypoints"][:, :2] for d in self.dt])
             g = np.stack([d["keypoints"] for d in self.gt])

@@ -3,6 +3,12 @@
 Overlays: pose = keypoints and skeleton drawn on the image (keypoints above a score); seg = part
 colours blended over the image; normal = (n + 1) / 2 as RGB; pointmap = depth (Z) through a colour
 map; albedo = the predicted RGB. Pose is top-down: the crop is the given ``--bbox`` or the whole image.
+
+Interchange files besides the previews: every task writes its raw output as ``.npy``; pose also writes
+``keypoints_results.json`` (COCO keypoint results, 308 x 3 values per person, what pycocotools'
+``COCO.loadRes`` reads) with ``keypoints_images.json`` (the COCO ``images``/``categories`` the
+``image_id`` values refer to); seg also writes ``<image>_seg_parts.png``, an indexed PNG whose pixel
+values are the part ids and whose palette holds the part colours.
 """
 from __future__ import annotations
 
@@ -14,13 +20,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from heads.data.features import to_tensor
-from heads.data.io import read_image
-from heads.data.transforms import apply_affine, crop_affine, decode_heatmaps, invert_affine, resize_image, warp_image
-from heads.evaluate import flip_back
-from heads.models.model import HeadModel, load_model
-from shared.humans.keypoints import BODY, FACE, HANDS, SKELETON
-from shared.humans.parts import PART_COLORS
+from humans.heads.data.features import to_tensor
+from humans.heads.data.io import read_image
+from humans.heads.data.transforms import apply_affine, crop_affine, decode_heatmaps, invert_affine, resize_image, warp_image
+from humans.heads.evaluate import flip_back
+from humans.heads.metrics import coco_keypoint_gt, coco_keypoint_results
+from humans.heads.synth.writer import encode_parts_png
+from humans.heads.models.model import HeadModel, load_model
+from humans.shared.humans.keypoints import BODY, FACE, HANDS, SKELETON
+from humans.shared.humans.parts import PART_COLORS
 
 
 def _parse_bbox(text: str | None, hw: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -113,12 +121,29 @@ def run_predict(checkpoint: str, images: list[str], out_dir: str, task: str | No
         raise ValueError(f"--task {task} but {checkpoint} is a {model.config.task} head")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in images:
+    written: list[Path] = []
+    coco_images, coco_dt = [], []
+    for image_id, path in enumerate(images, start=1):
         img = read_image(path)
         pred = predict_image(model, img, _parse_bbox(bbox, img.shape[:2]))
         stem = f"{Path(path).stem}_{model.config.task}"
         np.save(out / f"{stem}.npy", pred)
         Image.fromarray(overlay(model.config.task, img, pred, min_score)).save(out / f"{stem}.png")
         written += [out / f"{stem}.png", out / f"{stem}.npy"]
+        if model.config.task == "seg":
+            (out / f"{stem}_parts.png").write_bytes(encode_parts_png(pred))
+            written.append(out / f"{stem}_parts.png")
+        if model.config.task == "pose":
+            coco_images.append({"id": image_id, "file_name": str(path), "width": int(img.shape[1]),
+                                "height": int(img.shape[0])})
+            coco_dt.append({"image_id": image_id, "keypoints": pred,
+                            "score": float(np.clip(pred[:, 2], 0, None).mean())})
+    if model.config.task == "pose":
+        import json
+
+        dataset = coco_keypoint_gt([], len(pred)) if images else {"categories": []}
+        dataset["images"] = coco_images
+        (out / "keypoints_images.json").write_text(json.dumps(dataset))
+        (out / "keypoints_results.json").write_text(json.dumps(coco_keypoint_results(coco_dt)))
+        written += [out / "keypoints_results.json", out / "keypoints_images.json"]
     return written

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from heads.config import HeadConfig
-from heads.data.dataset import DenseData
-from heads.data.features import FeatureCache, FeatureExtractor
-from heads.evaluate import evaluate_head, evaluate_outputs, mean_baseline
-from heads.models.model import make_head
-from heads.train import fit, prepare_task
-from shared.log import get_logger
+from humans.heads.config import HeadConfig
+from humans.heads.data.dataset import DenseData
+from humans.heads.data.features import FeatureCache, FeatureExtractor
+from humans.heads.evaluate import evaluate_head, evaluate_outputs, mean_baseline
+from humans.heads.models.model import make_head
+from humans.heads.train import fit, prepare_task
+from humans.shared.log import get_logger
 
 log = get_logger("heads.probe")
 
@@ -81,7 +81,7 @@ def run_probe(backbones: list[tuple[str, str]], data_dir: str, tasks: list[str],
               baseline: bool = True,
               cache_dir: str | None = None, write_results: str | None = None, device: str = "cpu") -> dict:
     """Probe every backbone on every task; returns ``{"results", "seconds", "table", ...}``."""
-    from shared.backbone import load_backbone
+    from humans.shared.backbone import load_backbone
 
     torch.manual_seed(seed)
     data = DenseData(data_dir)

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.config import HeadConfig
-from heads.data.dataset import DenseData, Item
-from heads.data.features import FeatureCache, FeatureExtractor, file_digest, to_tensor
-from heads.data.transforms import gaussian_heatmaps, resize_image, resize_nearest
-from heads.losses import LossWeights, task_loss
-from shared.log import get_logger, progress
-from shared.runlog import plot_curves, tensorboard_writer
+from humans.heads.config import HeadConfig
+from humans.heads.data.dataset import DenseData, Item
+from humans.heads.data.features import FeatureCache, FeatureExtractor, file_digest, to_tensor
+from humans.heads.data.transforms import gaussian_heatmaps, resize_image, resize_nearest
+from humans.heads.losses import LossWeights, task_loss
+from humans.shared.log import get_logger, progress
+from humans.shared.runlog import plot_curves, tensorboard_writer
 
 log = get_logger("heads.train")
 
@@ -212,8 +212,8 @@ def run_train(cfg: HeadConfig, data_dir: str, out_dir: str, val_data: str | None
               keypoints: str | None = None, cache_dir: str | None = None, threads: int | None = None,
               device: str = "cpu") -> dict:
     """The ``train`` command (see module docstring); returns the held-out metrics."""
-    from heads.evaluate import evaluate_head
-    from heads.models.model import load_backbone_for, make_head, save_head
+    from humans.heads.evaluate import evaluate_head
+    from humans.heads.models.model import load_backbone_for, make_head, save_head
 
     if threads:
         torch.set_num_threads(threads)

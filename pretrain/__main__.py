@@ -1,5 +1,5 @@
 """``python -m pretrain``: dispatch to the command-line interface."""
-from pretrain.cli import main
+from humans.pretrain.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from shared.log import get_logger
+from humans.shared.log import get_logger
 
 log = get_logger("pretrain.checkpoint")
 

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from shared.config import ConfigError
-from shared.runtime import setup_runtime
+from humans.shared.cli import HelpFormatter, add_config, add_out, add_set, examples, parse_set
+from humans.shared.config import ConfigError
+from humans.shared.runtime import setup_runtime
 
 # flag -> dotted config key (values parsed by argparse with the given type)
 _FLAGS: list[tuple[str, str, Any, str]] = [
@@ -50,24 +49,41 @@ def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+def _config_default(key: str) -> Any:
+    """The TrainConfig default of dotted ``key`` (what a flag left out means)."""
+    from .config import TrainConfig
+
+    node: Any = TrainConfig().model_dump()
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pretrain a backbone on shards (MAE + self-distillation)",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("humans-pretrain train --model sapiens2-tiny --shards OUT --steps 1000 "
+                                       "--out RUN",
+                                       "humans-pretrain train --config train.yaml --set cl.teacher_temp=0.05 "
+                                       "--out RUN",
+                                       "torchrun --nproc-per-node 8 -m pretrain train --model sapiens2-0.4b "
+                                       "--shards OUT --out RUN"),
                        description="Pretrain a backbone. Works alone or under `torchrun --nproc-per-node N "
                                    "-m pretrain train ...` (DDP, or FSDP with --distributed fsdp). Flags override "
                                    "--config; --set KEY=VALUE overrides any config key (dotted, e.g. cl.teacher_temp=0.05).")
-    p.add_argument("--out", required=True, help="run directory: config.yaml, metrics.csv, ckpt/step_NNNNNNNN.pt")
-    p.add_argument("--config", help="YAML file of TrainConfig keys (default: RUN/config.yaml when resuming)")
+    add_out(p, "run directory: config.yaml, metrics.csv, ckpt/step_NNNNNNNN.pt")
+    add_config(p, "YAML file of TrainConfig keys (default: RUN/config.yaml when resuming)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in --out (model, teacher, optimizer, scheduler, "
                         "step, RNG and data position)")
-    for flag, _key, typ, help_ in _FLAGS:
-        p.add_argument(flag, dest=_dest(flag), type=typ, default=None, help=help_)
+    for flag, key, typ, help_ in _FLAGS:
+        p.add_argument(flag, dest=_dest(flag), type=typ, default=None,
+                       help=f"{help_} (default: {_config_default(key)})")
     p.add_argument("--norm-pix-loss", dest="norm_pix_loss", action="store_true", default=None,
                    help="MAE targets normalised per cell (mean/std of each cell's pixels)")
     p.add_argument("--grad-checkpointing", dest="grad_checkpointing", action="store_true", default=None,
                    help="recompute backbone block activations in backward (less memory, ~30%% slower)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key (value parsed as YAML); repeatable")
+    add_set(p, "cl.teacher_temp=0.05 --set views.n_global=2")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -83,11 +99,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides["mae.norm_pix_loss"] = True
     if args.grad_checkpointing:
         overrides["grad_checkpointing"] = True
-    for item in args.sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = yaml.safe_load(v)
+    overrides.update(parse_set(args.sets))
     config = args.config
     if config is None and args.resume and (Path(args.out) / "config.yaml").is_file():
         config = Path(args.out) / "config.yaml"
@@ -116,32 +128,39 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from shared.backbone import print_model_table
+    from humans.shared.backbone import print_model_table
 
     print_model_table(args.height, args.width)   # shared.backbone.model_table() as a table
     return 0
 
 
 def _convert_released(args: argparse.Namespace) -> int:
-    from shared.backbone import convert_released
+    from humans.shared.backbone import convert_released
 
     print(convert_released(args.checkpoint, args.out, args.model))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__)
+    parser = argparse.ArgumentParser(prog="humans-pretrain", description=__doc__ + " (also `python -m pretrain`)",
+                                     formatter_class=HelpFormatter,
+                                     epilog=examples("humans-pretrain train --shards OUT --steps 1000 --out RUN",
+                                                     "humans-pretrain export RUN --out backbone.safetensors",
+                                                     "humans-pretrain models"))
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
     e = sub.add_parser("export", help="checkpoint -> backbone.safetensors (for the heads)",
                        description="Write the backbone of a training checkpoint as safetensors "
-                                   "(shared.backbone.save_backbone).")
+                                   "(shared.backbone.save_backbone).",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("humans-pretrain export RUN --out backbone.safetensors --weights teacher"))
     e.add_argument("checkpoint", help="a step_NNNNNNNN.pt file, RUN/ckpt or RUN (newest checkpoint used)")
-    e.add_argument("--out", required=True, help="output .safetensors path")
+    add_out(e, "output .safetensors path")
     e.add_argument("--weights", choices=("auto", "teacher", "student"), default="auto",
                    help="which encoder to export (auto: the EMA teacher when the run has one)")
     m = sub.add_parser("models", help="print the backbone family: parameters, GFLOPs, memory",
-                       description="Print shared.backbone.model_table().")
+                       description="Print shared.backbone.model_table().", formatter_class=HelpFormatter,
+                       epilog=examples("humans-pretrain models --height 1024 --width 768"))
     m.add_argument("--height", type=int, default=1024, help="input height for GFLOPs/memory")
     m.add_argument("--width", type=int, default=768, help="input width for GFLOPs/memory")
     c = sub.add_parser("convert-released", help="released Sapiens2 backbone -> backbone.safetensors",

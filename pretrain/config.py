@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from shared.config import ConfigError, StrictModel, load_yaml, validate
+from humans.shared.config import ConfigError, StrictModel, load_yaml, validate
 
 Objective = Literal["mae", "cl", "mae+cl"]
 
@@ -207,7 +207,7 @@ class TrainConfig(StrictModel):
         """
         if None not in (self.cl.hidden_dim, self.cl.bottleneck_dim, self.mae.decoder_dim):
             return
-        from shared.backbone import get_config
+        from humans.shared.backbone import get_config
 
         width = get_config(self.model, **self.model_overrides).embed_dim
         if self.cl.hidden_dim is None:

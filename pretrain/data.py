@@ -38,9 +38,9 @@ import webdataset as wds
 from braceexpand import braceexpand
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shared.log import get_logger
-from shared.schema import IMAGE_EXTENSIONS, MANIFEST_NAME
-from shared.shards import list_shards, read_manifest
+from humans.shared.log import get_logger
+from humans.shared.schema import IMAGE_EXTENSIONS, MANIFEST_NAME
+from humans.shared.shards import list_shards, read_manifest
 
 from .config import DataConfig, ViewsConfig
 from .views import make_views
@@ -100,7 +100,7 @@ def resolve_shards(spec: str) -> list[str]:
 def decode_image(data: bytes, source: str) -> torch.Tensor:
     """Bytes -> uint8 [3,H,W] (shared.imageio when present: EXIF, CMYK, 16-bit, bombs handled)."""
     try:
-        from shared.imageio import decode_rgb
+        from humans.shared.imageio import decode_rgb
     except ImportError:  # pragma: no cover - fallback while shared.imageio is absent
         import io
 

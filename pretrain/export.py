@@ -12,9 +12,9 @@ from typing import Literal
 
 import yaml
 
-from shared.backbone import build_backbone, load_state_strict, save_backbone
-from shared.config import validate
-from shared.log import get_logger
+from humans.shared.backbone import build_backbone, load_state_strict, save_backbone
+from humans.shared.config import validate
+from humans.shared.log import get_logger
 
 from .checkpoint import latest_checkpoint, load_checkpoint, step_of
 from .config import TrainConfig

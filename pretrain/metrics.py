@@ -13,9 +13,9 @@ import io
 import time
 from pathlib import Path
 
-from shared.log import get_logger
-from shared.runlog import plot_curves, tensorboard_writer
-from shared.shards import atomic_write_bytes
+from humans.shared.log import get_logger
+from humans.shared.runlog import plot_curves, tensorboard_writer
+from humans.shared.shards import atomic_write_bytes
 
 log = get_logger("pretrain.metrics")
 

@@ -32,10 +32,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shared.backbone import build_backbone
-from shared.config import ConfigError
-from shared.log import get_logger
-from shared.shards import atomic_write_bytes
+from humans.shared.backbone import build_backbone
+from humans.shared.config import ConfigError
+from humans.shared.log import get_logger, progress_disabled
+from humans.shared.shards import atomic_write_bytes
 
 from .checkpoint import (CKPT_DIR, ShardedSave, ckpt_path, latest_checkpoint, load_checkpoint, load_sharded_into,
                          prune_checkpoints, remove_stale_temps, save_checkpoint)
@@ -330,7 +330,7 @@ class Trainer:
         """Train until ``cfg.steps``; returns a summary (final losses, images/s, last checkpoint)."""
         cfg = self.cfg
         bar = None
-        if self.dist.is_main and os.environ.get("HUMANS_NO_PROGRESS", "0") != "1":
+        if self.dist.is_main and not progress_disabled():
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)

@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 MPLBACKEND=Agg
-exec .venv/bin/python tools/main_job.py "$@"
+exec "${HUMANS_VENV:-.venv}/bin/python" tools/main_job.py "$@"

@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
   HUMANS_NO_PROGRESS=1 MPLBACKEND=Agg
-exec .venv/bin/python -m pytest -q "$@"
+exec "${HUMANS_VENV:-.venv}/bin/python" -m pytest -q "$@"

@@ -28,8 +28,14 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"humans.{name}")
 
 
+def progress_disabled() -> bool:
+    """True when HUMANS_NO_PROGRESS is set to anything but '', '0', 'false' or 'no'."""
+    return os.environ.get("HUMANS_NO_PROGRESS", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    """Wrap ``items`` in a progress bar (disabled by HUMANS_NO_PROGRESS=1)."""
-    disable = os.environ.get("HUMANS_NO_PROGRESS", "0") == "1"
+    """Wrap ``items`` in a tqdm progress bar (the project's one progress library; quiet under
+    HUMANS_NO_PROGRESS=1)."""
+    disable = progress_disabled()
     yield from tqdm(items, desc=desc, total=total, unit=unit, disable=disable, dynamic_ncols=True,
                     mininterval=1.0 if sys.stderr.isatty() else 10.0)

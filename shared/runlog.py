@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from shared.log import get_logger
+from humans.shared.log import get_logger
 
 log = get_logger("runlog")
 _WARNED = False

@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from shared.runtime import setup_runtime
+from humans.shared.runtime import setup_runtime
 
 setup_runtime()
 os.environ.setdefault("HUMANS_NO_PROGRESS", "1")
@@ -27,7 +27,7 @@ TEST_PIPELINE = "humans-test"
 @pytest.fixture(scope="session")
 def demo_pool_dir(tmp_path_factory):
     """The small labelled demo pool: ``images/`` and ``labels.parquet``."""
-    from curation.demo_pool import make_demo_pool
+    from humans.curation.demo_pool import make_demo_pool
 
     return make_demo_pool(tmp_path_factory.mktemp("demo") / "pool", scale="small")
 
@@ -37,7 +37,7 @@ def ray_local():
     """A local Ray instance for the session (reused by ``run_pipeline``, which then leaves it up)."""
     import ray
 
-    from curation.pipeline import init_ray
+    from humans.curation.pipeline import init_ray
 
     started = init_ray(num_cpus=2)
     ray.address = ray.get_runtime_context().gcs_address
@@ -49,7 +49,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def curated_run_dir(demo_pool_dir, ray_local, tmp_path_factory):
     """A finished curation run over ``demo_pool_dir`` (pipeline ``humans-test``)."""
-    from curation import run_pipeline
+    from humans.curation import run_pipeline
 
     out = tmp_path_factory.mktemp("curated") / "run"
     run_pipeline(str(demo_pool_dir), str(out), pipeline=TEST_PIPELINE)

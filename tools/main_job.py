@@ -6,6 +6,7 @@ exist is not redone (delete its folder to redo it). The last step writes ``OUT/s
 links the shard report, the loss curves, the probe table and prediction overlays; every number on
 it is read from a file the run wrote, named beside it.
 
+    humans --out runs/main                              # the same, as the installed `humans` command
     python tools/main_job.py --out runs/main            # the README's first command runs this
     python tools/main_job.py --out /tmp/x --preset tiny # the smallest chain (the test runs this)
 """
@@ -92,19 +93,19 @@ def py(*args: str) -> list[str]:
 def steps(out: Path, p: Preset) -> dict[str, Path]:
     """Run every step; returns the paths the summary reads."""
     pool, shards, report = out / "pool", out / "shards", out / "report"
-    run(py("-m", "curation", "demo-pool", str(pool), "--scale", p.pool_scale),
+    run(py("-m", "humans.curation", "demo-pool", "--out", str(pool), "--scale", p.pool_scale),
         pool / "labels.parquet", "1. demo web pool")
-    run(py("-m", "curation", "run", "--pipeline", "humans", "--input", str(pool / "images"),
-           "--output", str(shards), "--num-cpus", str(p.threads)),
+    run(py("-m", "humans.curation", "run", "--pipeline", "humans", "--input", str(pool / "images"),
+           "--out", str(shards), "--threads", str(p.threads)),
         shards / "manifest.json", "2. six curation stages on a local Ray instance")
-    run(py("-m", "curation", "score", str(shards), "--pool", str(pool), "--json", str(out / "scores.json")),
+    run(py("-m", "humans.curation", "score", str(shards), "--pool", str(pool), "--json", str(out / "scores.json")),
         out / "scores.json", "2b. score every stage against the pool's labels")
-    run(py("-m", "curation", "report", str(shards), "--out", str(report)),
+    run(py("-m", "humans.curation", "report", str(shards), "--out", str(report)),
         report / "index.html", "3a. shard report")
     verify_log = out / "verify.txt"
     if not verify_log.exists():
         log("start 3b. verify shards")
-        proc = subprocess.run([sys.executable, "-m", "curation", "verify", str(shards)], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "humans.curation", "verify", str(shards)], cwd=ROOT,
                               capture_output=True, text=True)
         sys.stdout.write(proc.stdout + proc.stderr)
         if proc.returncode != 0:
@@ -115,34 +116,34 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
     for objective in OBJECTIVES:
         name = objective.replace("+", "_")
         run_dir = out / "pretrain" / name
-        run(py("-m", "pretrain", "train", "--model", "sapiens2-tiny", "--shards", str(shards),
+        run(py("-m", "humans.pretrain", "train", "--model", "sapiens2-tiny", "--shards", str(shards),
                "--objective", objective, "--steps", str(p.pretrain_steps), "--batch-size", str(p.pretrain_batch),
                "--n-local", str(p.n_local), "--threads", str(p.threads), "--out", str(run_dir), "--resume",
                *p.extra_pretrain),
             run_dir / "ckpt" / f"step_{p.pretrain_steps:08d}.pt", f"4. pretrain sapiens2-tiny ({objective})")
         ckpt = out / "backbones" / f"{name}.safetensors"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        run(py("-m", "pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, f"4b. export {objective}")
+        run(py("-m", "humans.pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, f"4b. export {objective}")
         backbones[objective] = ckpt
     random_ckpt = out / "backbones" / "random_init.safetensors"
     if not random_ckpt.exists():
         import torch
-        from shared.backbone import build_backbone, save_backbone
+        from humans.shared.backbone import build_backbone, save_backbone
 
         torch.manual_seed(0)
         save_backbone(build_backbone("sapiens2-tiny"), random_ckpt)
         log(f"done  4c. random-init sapiens2-tiny (the probe's floor): {random_ckpt}")
 
     data = out / "synth"
-    run(py("-m", "heads", "synth", "--out", str(data), "--count", str(p.synth_count), "--size", str(p.synth_size)),
+    run(py("-m", "humans.heads", "synth", "--out", str(data), "--count", str(p.synth_count), "--size", str(p.synth_size)),
         data / "meta.json", "5. synthetic labelled humans")
-    run(py("-m", "heads", "synth", "--out", str(data / "preview"), "--count", "8", "--size", str(p.synth_size),
+    run(py("-m", "humans.heads", "synth", "--out", str(data / "preview"), "--count", "8", "--size", str(p.synth_size),
            "--preview"), data / "preview" / "meta.json", "5b. synthetic preview sheet")
 
     probe_json = out / "probe.json"
     probe_args = ["--backbone", f"random={random_ckpt}"]
     probe_args += [a for o in OBJECTIVES for a in ("--backbone", f"{o}={backbones[o]}")]
-    run(py("-m", "heads", "probe", *probe_args, "--data", str(data), "--size", p.probe_size,
+    run(py("-m", "humans.heads", "probe", *probe_args, "--data", str(data), "--size", p.probe_size,
            "--epochs", str(p.probe_epochs), "--threads", str(p.threads), "--json", str(probe_json),
            "--write-results", str(out / "probe.md"), "--cache-dir", str(out / "feature_cache")),
         probe_json, "6a. linear probes of every backbone on all five tasks")
@@ -153,11 +154,11 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
     sample_images = sorted((data / "images").glob("*.jpg"))[:2]
     for task in TASKS:
         head_dir = out / "heads" / task
-        run(py("-m", "heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data", str(data),
+        run(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data", str(data),
                "--out", str(head_dir), "--epochs", str(p.head_epochs), "--size", p.head_size,
                "--threads", str(p.threads), "--cache-dir", str(out / "feature_cache")),
             head_dir / "head.safetensors", f"6b. train the {task} head on '{best}'")
-        run(py("-m", "heads", "predict", "--task", task, "--checkpoint", str(head_dir / "head.safetensors"),
+        run(py("-m", "humans.heads", "predict", "--task", task, "--checkpoint", str(head_dir / "head.safetensors"),
                "--out", str(out / "predictions" / task), *map(str, sample_images)),
             out / "predictions" / task, f"6c. {task} predictions and overlays")
     return {"pool": pool, "shards": shards, "report": report, "probe_json": probe_json, "data": data}
@@ -288,8 +289,13 @@ def write_summary(out: Path, paths: dict[str, Path]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/main", help="output folder of the whole job (default runs/main)")
+    from humans.shared.cli import HelpFormatter, add_out, examples
+
+    ap = argparse.ArgumentParser(prog="humans", description=__doc__.split("\n\n    ")[0],
+                                 formatter_class=HelpFormatter,
+                                 epilog=examples("humans --out runs/main", "humans --out /tmp/x --preset tiny",
+                                                 "python tools/main_job.py --out runs/main --fresh"))
+    add_out(ap, "output folder of the whole job (default runs/main)", required=False, default="runs/main")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                     help="sizes of every step: demo (README default, ~15 min on 2 cores) or tiny (test)")
     ap.add_argument("--fresh", action="store_true", help="delete --out first and redo every step")

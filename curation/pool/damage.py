@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageFilter
 
-from shared.imageio import encode_jpeg
+from humans.shared.imageio import encode_jpeg
 
 
 def _save(im: Image.Image, fmt: str, **kw) -> bytes:

@@ -1,6 +1,6 @@
 """Check that the demo pool's people are visible to real, pretrained person detectors.
 
-Runs MediaPipe's bundled BlazePose (``model_complexity=1``, the model shipped in the wheel) and
+Needs the optional mediapipe extra. Runs MediaPipe's bundled BlazePose (``model_complexity=1``, the model shipped in the wheel) and
 OpenCV's pretrained HOG pedestrian detector over chosen items of a labelled pool and reports, per
 category, the fraction of images in which each finds somebody. Independent of the pipeline's own
 detector code, so it checks the pool, not the pipeline.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.imageio import ImageError, decode_rgb
+from humans.shared.imageio import ImageError, decode_rgb
 
 
 def _shrink(rgb: np.ndarray, long_side: int = 640) -> np.ndarray:
@@ -31,7 +31,7 @@ def _shrink(rgb: np.ndarray, long_side: int = 640) -> np.ndarray:
 class _Detectors:
     def __init__(self):
         import cv2
-        import mediapipe as mp
+        import mediapipe as mp  # the optional extra (HUMANS_EXTRAS=mediapipe bash scripts/install.sh)
 
         self.pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, min_detection_confidence=0.5)
         self.hog = cv2.HOGDescriptor()
@@ -82,7 +82,7 @@ def detection_rates(pool_dir: str | Path, categories: tuple[str, ...] = ("person
 
 
 def main(argv: list[str] | None = None) -> None:
-    from shared.runtime import setup_runtime
+    from humans.shared.runtime import setup_runtime
 
     setup_runtime()
     ap = argparse.ArgumentParser(description="Rates at which real pretrained detectors (MediaPipe pose, "

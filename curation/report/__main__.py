@@ -1,5 +1,5 @@
 """``python -m curation.report {report,verify} ...``: the report commands without the rest of the CLI."""
-from .cli import main
+from humans.curation.report.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

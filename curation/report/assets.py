@@ -8,7 +8,7 @@ import base64
 import re
 from pathlib import Path
 
-from shared.shards import atomic_write_bytes
+from humans.shared.shards import atomic_write_bytes
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 

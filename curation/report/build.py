@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.log import get_logger
+from humans.shared.log import get_logger
 
 from . import plots
 from .assets import AssetSink
-from shared.shards import atomic_write_bytes, is_partial_file, remove_partial_files
+from humans.shared.shards import atomic_write_bytes, is_partial_file, remove_partial_files
 from .grids import duplicate_grids, kept_grids, rejected_grids
 from .html import render_page
 from .layout import resolve_run

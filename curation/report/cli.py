@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from shared.runtime import setup_runtime
+from humans.shared.cli import HelpFormatter, add_threads
+from humans.shared.runtime import setup_runtime
 
 REPORT_EPILOG = """\
 examples:
@@ -22,7 +23,7 @@ Writes OUT/index.html (open it in any browser; no network, no JavaScript) and OU
 VERIFY_EPILOG = """\
 examples:
   python -m curation verify runs/demo
-  python -m curation verify runs/demo --workers 8 --json verify.json
+  python -m curation verify runs/demo --threads 8 --json verify.json
 
 Checks every shard against manifest.json (size, sha256, sample count, key digest) and
 index.parquet (every row's sample present, image sha256), that every image decodes, every .json
@@ -35,7 +36,7 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write an HTML report and stats.json for a curated run",
                        description="Statistics report of a curated run: stage funnel with rejection reasons, "
                                    "score distributions, sample grids, per-shard table.",
-                       epilog=REPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=REPORT_EPILOG, formatter_class=HelpFormatter)
     p.add_argument("run", metavar="RUN_DIR", help="curated run directory or shard directory")
     p.add_argument("--out", required=True, help="report directory to write (index.html, stats.json, assets/)")
     p.add_argument("--assets", choices=("inline", "files"), default="inline",
@@ -55,10 +56,10 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
 def add_verify_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check shards against manifest.json and index.parquet",
                        description="Verify curated shards before training on them.",
-                       epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=VERIFY_EPILOG, formatter_class=HelpFormatter)
     p.add_argument("shards", metavar="SHARDS", help="directory holding the shards and manifest.json (a run directory)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="processes checking shards in parallel (default: min(4, CPUs))")
+    add_threads(p, "processes checking shards in parallel (default: min(4, CPUs))", old=("--workers",),
+                default=min(4, os.cpu_count() or 1))
     p.add_argument("--no-decode", action="store_true",
                    help="skip decoding every image (checksums, counts and json are still checked)")
     p.add_argument("--json", default=None, help="also write the problems and a summary to this JSON file")
@@ -84,12 +85,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from shared.shards import atomic_write_bytes
+    from humans.shared.shards import atomic_write_bytes
 
     from .verify import problems_json, verify_run
 
     try:
-        problems, summary = verify_run(args.shards, workers=max(1, args.workers), decode=not args.no_decode)
+        problems, summary = verify_run(args.shards, workers=max(1, args.threads), decode=not args.no_decode)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from shared.schema import IMAGE_EXTENSIONS
+from humans.shared.schema import IMAGE_EXTENSIONS
 
 from .assets import AssetSink
 from .layout import RunLayout
 from .stats import RunStats
 
 try:  # the project's safe decoder (shared/imageio.py); Pillow alone otherwise
-    from shared.imageio import ImageError, decode_rgb, read_header
+    from humans.shared.imageio import ImageError, decode_rgb, read_header
 except ImportError:  # pragma: no cover - only before shared.imageio exists
     ImageError = ValueError  # type: ignore[misc,assignment]
     decode_rgb = read_header = None  # type: ignore[assignment]

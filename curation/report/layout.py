@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.schema import INDEX_NAME, MANIFEST_NAME, RUN_NAME, STAGES_DIR
-from shared.shards import list_shards
+from humans.shared.schema import INDEX_NAME, MANIFEST_NAME, RUN_NAME, STAGES_DIR
+from humans.shared.shards import list_shards
 
 
 @dataclass

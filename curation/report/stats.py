@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shared.schema import DECISION_COLUMNS, IMAGE_EXTENSIONS
+from humans.shared.schema import DECISION_COLUMNS, IMAGE_EXTENSIONS
 
 from .layout import RunLayout, stage_parquets
 

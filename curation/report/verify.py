@@ -29,14 +29,14 @@ from typing import Any, Iterator
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from shared.log import progress
-from shared.schema import IMAGE_EXTENSIONS, INDEX_NAME, MANIFEST_NAME, SampleMeta
-from shared.shards import file_sha256, keys_digest
+from humans.shared.log import progress
+from humans.shared.schema import IMAGE_EXTENSIONS, INDEX_NAME, MANIFEST_NAME, SampleMeta
+from humans.shared.shards import file_sha256, keys_digest
 
 from .layout import resolve_run
 
 try:
-    from shared.imageio import ImageError, decode_rgb
+    from humans.shared.imageio import ImageError, decode_rgb
 except ImportError:  # pragma: no cover - only before shared.imageio exists
     ImageError = None  # type: ignore[assignment]
     decode_rgb = None  # type: ignore[assignment]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.config import ConfigError
+from humans.shared.config import ConfigError
 
 REASONS = ("embedding_duplicate",)
 CHECKPOINT_HELP = ("--embedding-checkpoint must be an open_clip image-text model's state dict saved with "

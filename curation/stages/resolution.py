@@ -1,7 +1,7 @@
 """Stage 1: resolution and aspect ratio, judged from the image header alone (no pixel decode)."""
 from __future__ import annotations
 
-from shared.imageio import ImageHeader
+from humans.shared.imageio import ImageHeader
 
 from ..config import ResolutionStage
 from . import Decision

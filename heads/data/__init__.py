@@ -5,8 +5,8 @@ import os
 
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # before cv2 is first imported (heads.data.io)
 
-from heads.data.dataset import DenseData, Item  # noqa: E402
-from heads.data.io import AnnotationError  # noqa: E402
-from heads.data.keypoints import KeypointSet, Person, load_keypoints  # noqa: E402
+from humans.heads.data.dataset import DenseData, Item  # noqa: E402
+from humans.heads.data.io import AnnotationError  # noqa: E402
+from humans.heads.data.keypoints import KeypointSet, Person, load_keypoints  # noqa: E402
 
 __all__ = ["DenseData", "Item", "AnnotationError", "KeypointSet", "Person", "load_keypoints"]

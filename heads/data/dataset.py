@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from heads.data import transforms as T
-from heads.data.io import (ALBEDO_EXTS, DENSE_EXTS, AnnotationError, find_label, read_albedo, read_dense,
+from humans.heads.data import transforms as T
+from humans.heads.data.io import (ALBEDO_EXTS, DENSE_EXTS, AnnotationError, find_label, read_albedo, read_dense,
                            read_image, read_mask, read_parts)
-from heads.data.keypoints import KeypointSet, Person, load_keypoints
-from shared.humans.keypoints import NUM_KEYPOINTS
-from shared.humans.parts import NUM_PARTS
+from humans.heads.data.keypoints import KeypointSet, Person, load_keypoints
+from humans.shared.humans.keypoints import NUM_KEYPOINTS
+from humans.shared.humans.parts import NUM_PARTS
 
 FORMAT = "humans-dense-v1"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")

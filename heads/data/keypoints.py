@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from heads.data.io import AnnotationError
-from shared.humans.keypoints import COCO_WHOLEBODY_TO_308, NUM_KEYPOINTS
+from humans.heads.data.io import AnnotationError
+from humans.shared.humans.keypoints import COCO_WHOLEBODY_TO_308, NUM_KEYPOINTS
 
 WHOLEBODY_PARTS = (("keypoints", 17), ("foot_kpts", 6), ("face_kpts", 68), ("lefthand_kpts", 21),
                    ("righthand_kpts", 21))

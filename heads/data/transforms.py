@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import torch
 
-from shared.humans.keypoints import flip_index
-from shared.humans.parts import PART_FLIP
+from humans.shared.humans.keypoints import flip_index
+from humans.shared.humans.parts import PART_FLIP
 
 _FLIP_KPT = flip_index()
 

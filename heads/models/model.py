@@ -20,10 +20,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from heads.config import HeadConfig
-from shared.backbone import load_state_strict
-from heads.data.features import FeatureExtractor
-from heads.models.heads import build_head
+from humans.heads.config import HeadConfig
+from humans.shared.backbone import load_state_strict
+from humans.heads.data.features import FeatureExtractor
+from humans.heads.models.heads import build_head
 
 HEAD_FORMAT = "humans-head-v1"
 
@@ -82,7 +82,7 @@ def read_head(path: str | Path) -> tuple[HeadConfig, dict[str, torch.Tensor]]:
 
 
 def load_backbone_for(cfg: HeadConfig, backbone_path: str | None = None) -> nn.Module:
-    from shared.backbone import load_backbone
+    from humans.shared.backbone import load_backbone
 
     path = backbone_path or cfg.backbone
     if not path or not Path(path).is_file():

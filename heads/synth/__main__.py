@@ -1,5 +1,5 @@
 """``python -m heads.synth``: the synth command without the rest of the heads CLI."""
-from heads.synth.cli import main
+from humans.heads.synth.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from heads.synth.face import FaceParams, face_atlas, face_template, sample_face
-from heads.synth.geometry import Prim, frame_along, intersect, rot_axis, rot_x, rot_y, rot_z
-from shared.humans.keypoints import FINGERS, KEYPOINT_INDEX, KEYPOINT_NAMES, NUM_KEYPOINTS
-from shared.humans.parts import PART_INDEX
+from humans.heads.synth.face import FaceParams, face_atlas, face_template, sample_face
+from humans.heads.synth.geometry import Prim, frame_along, intersect, rot_axis, rot_x, rot_y, rot_z
+from humans.shared.humans.keypoints import FINGERS, KEYPOINT_INDEX, KEYPOINT_NAMES, NUM_KEYPOINTS
+from humans.shared.humans.parts import PART_INDEX
 
 SIDES = (("l", "left", 1.0), ("r", "right", -1.0))
 P = PART_INDEX

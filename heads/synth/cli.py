@@ -10,10 +10,14 @@ import os
 import sys
 from pathlib import Path
 
-from heads.synth import LABELS
+from humans.heads.synth import LABELS
+from humans.shared.cli import HelpFormatter, examples, add_threads
 
 DESCRIPTION = ("Generate synthetic labelled humans (image, 308 keypoints, 29-class parts, mask, normals, "
                "pointmap, albedo) in the humans-dense-v1 format, and/or a PNG contact sheet.")
+
+
+EPILOG = examples("humans-heads synth --out DATA --count 2000 --size 512 --preview")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=2000, help="number of images (default 2000)")
     p.add_argument("--size", default="512", help="image size: N for NxN or WxH such as 640x480 (default 512)")
     p.add_argument("--seed", type=int, default=0, help="random seed; item i depends only on (seed, i, size)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                   help="worker processes (default: min(2, CPUs)); output does not depend on it")
+    add_threads(p, "worker processes (default: min(2, CPUs)); output does not depend on it", old=("--workers",),
+                default=min(2, os.cpu_count() or 1))
     p.add_argument("--labels", default=",".join(LABELS),
                    help=f"comma-separated labels to write besides images (default all: {','.join(LABELS)})")
     p.add_argument("--jpeg-quality", type=int, default=92, help="JPEG quality of the images (default 92)")
@@ -37,13 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from shared.runtime import setup_runtime
+    from humans.shared.runtime import setup_runtime
 
     setup_runtime()
-    from heads.synth.preview import sample_to_item, write_preview
-    from heads.synth.render import generate
-    from heads.synth.scene import parse_size
-    from heads.synth.writer import read_item, write_dataset
+    from humans.heads.synth.preview import sample_to_item, write_preview
+    from humans.heads.synth.render import generate
+    from humans.heads.synth.scene import parse_size
+    from humans.heads.synth.writer import read_item, write_dataset
 
     try:
         size = parse_size(a.size)
@@ -55,8 +59,8 @@ def run(a: argparse.Namespace) -> int:
     if bad:
         print(f"error: --labels: unknown {bad}; allowed {list(LABELS)}", file=sys.stderr)
         return 2
-    if a.count < 0 or a.workers < 1 or a.preview_count < 1 or not 1 <= a.jpeg_quality <= 100:
-        print("error: --count must be >= 0, --workers >= 1, --preview-count >= 1, --jpeg-quality in 1..100",
+    if a.count < 0 or a.threads < 1 or a.preview_count < 1 or not 1 <= a.jpeg_quality <= 100:
+        print("error: --count must be >= 0, --threads >= 1, --preview-count >= 1, --jpeg-quality in 1..100",
               file=sys.stderr)
         return 2
     if not a.out and not a.preview:
@@ -64,7 +68,7 @@ def run(a: argparse.Namespace) -> int:
         return 2
     if a.out:
         try:
-            res = write_dataset(a.out, a.count, size, a.seed, a.workers, labels, a.jpeg_quality,
+            res = write_dataset(a.out, a.count, size, a.seed, a.threads, labels, a.jpeg_quality,
                                 progress=not a.no_progress)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -86,13 +90,15 @@ def run(a: argparse.Namespace) -> int:
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``synth`` subcommand to ``python -m heads``."""
-    p = subparsers.add_parser("synth", help="generate synthetic labelled humans", description=DESCRIPTION)
+    p = subparsers.add_parser("synth", help="generate synthetic labelled humans", description=DESCRIPTION,
+                              formatter_class=HelpFormatter, epilog=EPILOG)
     add_arguments(p)
     p.set_defaults(func=run)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m heads.synth", description=DESCRIPTION)
+    p = argparse.ArgumentParser(prog="python -m heads.synth", description=DESCRIPTION,
+                                formatter_class=HelpFormatter, epilog=EPILOG)
     add_arguments(p)
     return run(p.parse_args(argv))

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
-from shared.humans.keypoints import FACE, KEYPOINT_NAMES
-from shared.humans.parts import PART_INDEX
+from humans.shared.humans.keypoints import FACE, KEYPOINT_NAMES
+from humans.shared.humans.parts import PART_INDEX
 
 ATLAS_RES = 256
 FACE_NAMES = [KEYPOINT_NAMES[i] for i in FACE]

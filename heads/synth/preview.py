@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shared.humans.keypoints import BODY, FACE, HANDS, SKELETON
-from shared.humans.parts import PART_COLORS
+from humans.shared.humans.keypoints import BODY, FACE, HANDS, SKELETON
+from humans.shared.humans.parts import PART_COLORS
 
 COLUMNS = ("image", "keypoints", "parts", "normals", "depth", "albedo")
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from heads.synth.body import material_rgb
-from heads.synth.face import atlas_lookup, hair_mask
-from heads.synth.geometry import pixel_rays, render_zbuffer
-from heads.synth.scene import Scene, sample_scene
-from shared.humans.keypoints import NUM_KEYPOINTS
-from shared.humans.parts import PART_INDEX
+from humans.heads.synth.body import material_rgb
+from humans.heads.synth.face import atlas_lookup, hair_mask
+from humans.heads.synth.geometry import pixel_rays, render_zbuffer
+from humans.heads.synth.scene import Scene, sample_scene
+from humans.shared.humans.keypoints import NUM_KEYPOINTS
+from humans.shared.humans.parts import PART_INDEX
 
 POINTMAP_CONVENTION = ("pointmap = P_cam * max(H, W) / fx: camera-frame point (metres; x right, y down, "
                        "z forward) divided by the focal length expressed in units of the image's longer side")

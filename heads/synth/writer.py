@@ -25,11 +25,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from heads.synth import FORMAT, LABELS
-from heads.synth.render import POINTMAP_CONVENTION, Sample, generate
-from heads.synth.scene import parse_size
-from shared.humans.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON
-from shared.humans.parts import NUM_PARTS, PART_COLORS, PART_NAMES
+from humans.heads.synth import FORMAT, LABELS
+from humans.heads.synth.render import POINTMAP_CONVENTION, Sample, generate
+from humans.heads.synth.scene import parse_size
+from humans.shared.humans.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON
+from humans.shared.humans.parts import NUM_PARTS, PART_COLORS, PART_NAMES
 
 GENERATOR_VERSION = 1
 NORMALS_CONVENTION = ("unit outward surface normals in the camera frame (x right, y down, z forward), so "
@@ -166,7 +166,7 @@ def complete_items(out: Path, count: int) -> set[int]:
 def write_dataset(out: str | Path, count: int, size=512, seed: int = 0, workers: int = 1,
                   labels=LABELS, jpeg_quality: int = 92, progress: bool = True) -> dict:
     """Generate ``count`` items into ``out`` (resumable). Returns a summary with timings."""
-    from shared.log import get_logger, progress as bar
+    from humans.shared.log import get_logger, progress as bar
 
     log = get_logger("synth")
     out = Path(out)

@@ -19,7 +19,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from shared.log import get_logger
+from humans.shared.log import get_logger
 
 _LOG = get_logger("backbone.attention")
 _BACKEND: str | None = None

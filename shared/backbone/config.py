@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
-from shared.config import ConfigError, StrictModel, validate
+from humans.shared.config import ConfigError, StrictModel, validate
 
 
 class BackboneConfig(StrictModel):

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from shared.config import validate
+from humans.shared.config import validate
 
 from .config import BackboneConfig
 from .model import Backbone

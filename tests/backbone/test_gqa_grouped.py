@@ -8,9 +8,9 @@ import functools
 import pytest
 import torch
 
-import shared.backbone.attention_backend as ab
-import shared.backbone.layers as layers
-from shared.backbone import build_backbone
+import humans.shared.backbone.attention_backend as ab
+import humans.shared.backbone.layers as layers
+from humans.shared.backbone import build_backbone
 
 
 def _qkv(seed: int, b=2, h=6, hkv=2, n=20, d=8):

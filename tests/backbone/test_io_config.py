@@ -8,11 +8,11 @@ from safetensors.torch import save_file
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from shared.backbone import (build_backbone, count_flops, get_config, list_configs, load_backbone,
+from humans.shared.backbone import (build_backbone, count_flops, get_config, list_configs, load_backbone,
                              model_table, save_backbone)
-from shared.backbone.config import NOMINAL_PARAMS
-from shared.backbone.flops import count_params, format_model_table
-from shared.config import ConfigError
+from humans.shared.backbone.config import NOMINAL_PARAMS
+from humans.shared.backbone.flops import count_params, format_model_table
+from humans.shared.config import ConfigError
 
 
 def test_named_configs_match_sapiens2_table():

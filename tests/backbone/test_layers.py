@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from shared.backbone import attention_backend as ab
-from shared.backbone.layers import _RMSNormFn, Attention, AttnContext, RMSNorm, apply_rope, rope_freqs
-from shared.backbone.pooling import CLSGuidedPool
+from humans.shared.backbone import attention_backend as ab
+from humans.shared.backbone.layers import _RMSNormFn, Attention, AttnContext, RMSNorm, apply_rope, rope_freqs
+from humans.shared.backbone.pooling import CLSGuidedPool
 
 
 def test_rmsnorm_definition_and_fused_backward():
@@ -125,7 +125,7 @@ def test_cls_guided_pool_weights():
 def test_swiglu_matches_timm_definition():
     from timm.layers import SwiGLU as TimmSwiGLU
 
-    from shared.backbone.layers import SwiGLU
+    from humans.shared.backbone.layers import SwiGLU
     ours, ref = SwiGLU(16, 24).double(), TimmSwiGLU(16, 24).double()
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(5, 16, dtype=torch.float64, requires_grad=True)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from shared.backbone import build_backbone
+from humans.shared.backbone import build_backbone
 
 
 @pytest.mark.parametrize("hw", [(224, 224), (96, 96), (200, 150), (64, 176)])

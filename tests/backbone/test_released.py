@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.backbone import CheckpointMismatch, build_backbone, get_config, load_backbone, load_released
-from shared.backbone.released import convert_released, from_released, to_released
+from humans.shared.backbone import CheckpointMismatch, build_backbone, get_config, load_backbone, load_released
+from humans.shared.backbone.released import convert_released, from_released, to_released
 
 # the 0.4b layout at reduced width and depth (GQA on layers 1..2 with mha_edge 1)
 SMALL = dict(embed_dim=64, depth=4, num_heads=4, kv_heads=2, ffn_dim=96, mha_edge=1, num_registers=3)
@@ -122,7 +122,7 @@ def test_released_mismatch_names_every_key_and_stops(tmp_path):
 
 def test_released_config_inferred_from_shapes(tmp_path):
     """Width and depth pick the named 1K config (meta tensors: no memory for the 0.4b model)."""
-    from shared.backbone.released import infer_config
+    from humans.shared.backbone.released import infer_config
     with torch.device("meta"):
         sd = to_released(build_backbone("sapiens2-0.4b"))
     assert infer_config(sd).name == "sapiens2-0.4b"
@@ -136,7 +136,7 @@ def test_load_backbone_mismatch_names_keys(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from shared.backbone import save_backbone
+    from humans.shared.backbone import save_backbone
     path = save_backbone(build_backbone("sapiens2-tiny"), tmp_path / "bb.safetensors")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()

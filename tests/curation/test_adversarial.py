@@ -12,11 +12,11 @@ import shutil
 
 import pandas as pd
 
-from curation import run_pipeline
-from curation.decisions import read_decisions
-from curation.pool.damage import png_bomb
-from curation.sources import path_keys
-from shared.imageio import encode_jpeg
+from humans.curation import run_pipeline
+from humans.curation.decisions import read_decisions
+from humans.curation.pool.damage import png_bomb
+from humans.curation.sources import path_keys
+from humans.shared.imageio import encode_jpeg
 
 PIPE = "humans-test"
 

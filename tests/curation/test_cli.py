@@ -6,11 +6,11 @@ import json
 import subprocess
 import sys
 
-from curation.cli import build_parser, main
+from humans.curation.cli import build_parser, main
 
 
 def test_run_help_explains_every_option():
-    proc = subprocess.run([sys.executable, "-m", "curation", "run", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "humans.curation", "run", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0
     text = proc.stdout

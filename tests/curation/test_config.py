@@ -6,8 +6,8 @@ import copy
 import pytest
 import yaml
 
-from curation.config import DEFAULT_CONFIG, STAGE_ORDER, load_pipeline, parse_set
-from shared.config import ConfigError
+from humans.curation.config import DEFAULT_CONFIG, STAGE_ORDER, load_pipeline, parse_set
+from humans.shared.config import ConfigError
 
 
 def _write(tmp_path, doc) -> str:

@@ -3,6 +3,7 @@ says, decodes (or fails to) with the named reason, is reproducible, and its peop
 real pretrained detector (MediaPipe pose) while its person-free scenes are not."""
 from __future__ import annotations
 
+import importlib.util
 import itertools
 
 import cv2
@@ -12,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curation.demo_pool import (CATEGORIES, EXPECTED_STAGE, KEPT_CATEGORIES, LABEL_COLUMNS, SCALES,
+from humans.curation.demo_pool import (CATEGORIES, EXPECTED_STAGE, KEPT_CATEGORIES, LABEL_COLUMNS, SCALES,
                                 make_demo_pool, scale_counts)
-from curation.sources import plan_pool, read_task
-from shared.imageio import ImageError, decode_rgb, read_header
-from shared.schema import KEY_RE
+from humans.curation.sources import plan_pool, read_task
+from humans.shared.imageio import ImageError, decode_rgb, read_header
+from humans.shared.schema import KEY_RE
 
 DECODE_REASONS = {"corrupt": {"corrupt"}, "truncated_file": {"truncated"}, "empty_file": {"empty"},
                   "decompression_bomb": {"decompression_bomb"}}
@@ -178,8 +179,10 @@ def test_same_seed_same_bytes(tmp_path):
         scale_counts("huge")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None,
+                    reason="optional extra not installed: mediapipe (HUMANS_EXTRAS=mediapipe bash scripts/install.sh)")
 def test_real_detector_finds_the_people(pool):
-    from curation.pool.detectability import detection_rates
+    from humans.curation.pool.detectability import detection_rates
 
     root, _, _ = pool
     rates = detection_rates(root, ("person", "no_person"), limit=14, hog=False)

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.download import DownloadConfig, Downloader, download_all
-from curation.sources import plan_pool, read_task
-from shared.config import ConfigError, validate
-from shared.imageio import decode_rgb, encode_jpeg
+from humans.curation.download import DownloadConfig, Downloader, download_all
+from humans.curation.sources import plan_pool, read_task
+from humans.shared.config import ConfigError, validate
+from humans.shared.imageio import decode_rgb, encode_jpeg
 
 IMAGE = encode_jpeg(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8), 90)
 

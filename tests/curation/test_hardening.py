@@ -14,9 +14,9 @@ import time
 import pytest
 import yaml
 
-from curation.cli import EXIT_NO_SAMPLES, main
-from curation.report.build import _remove_partial_report
-from shared.shards import ShardWriter, file_sha256, remove_partial_files
+from humans.curation.cli import EXIT_NO_SAMPLES, main
+from humans.curation.report.build import _remove_partial_report
+from humans.shared.shards import ShardWriter, file_sha256, remove_partial_files
 
 
 def _write_shard(out, samples) -> str:
@@ -62,7 +62,7 @@ def test_partial_files_of_interrupted_writes_are_removed(tmp_path):
 
 
 def _tiny_pool(tmp_path):
-    from shared.imageio import encode_jpeg
+    from humans.shared.imageio import encode_jpeg
     import numpy as np
 
     pool = tmp_path / "pool"
@@ -140,7 +140,7 @@ def test_bad_checkpoint_from_the_shell_is_one_paragraph(tmp_path):
     pool = _tiny_pool(tmp_path)
     paths, marker = _bad_checkpoints(tmp_path)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "curation", "run", "--input", str(pool), "--output",
+    proc = subprocess.run([sys.executable, "-m", "humans.curation", "run", "--input", str(pool), "--output",
                            str(tmp_path / "o"), "--embedding-checkpoint", paths["pickle"]],
                           capture_output=True, text=True, timeout=120)
     seconds = time.perf_counter() - t0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from shared.imageio import (MAX_PIXELS, ImageError, decode_rgb, encode_jpeg, encode_png, read_header,
+from humans.shared.imageio import (MAX_PIXELS, ImageError, decode_rgb, encode_jpeg, encode_png, read_header,
                             sniff_format)
 
 
@@ -88,7 +88,7 @@ def test_truncated_files_are_detected_not_padded():
 
 
 def test_decompression_bomb_refused_from_header():
-    from curation.pool.damage import png_bomb
+    from humans.curation.pool.damage import png_bomb
 
     bomb = png_bomb(30000, 30000)  # 900 Mpx of zeros, about 110 kB on disk
     assert len(bomb) < 200_000

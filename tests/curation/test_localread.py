@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from curation.localread import ReadConfig, read_bounded, read_local
-from curation.sources import plan_pool, read_task
+from humans.curation.localread import ReadConfig, read_bounded, read_local
+from humans.curation.sources import plan_pool, read_task
 
 
 def _mkpool(tmp_path):

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from curation.config import load_pipeline
-from curation.decisions import read_decisions
-from curation.localread import READ_REASONS
-from curation.sources import PoolTask
-from curation.work import TaskCommitter, filter_task
-from shared.imageio import REASONS as IMAGE_REASONS
+from humans.curation.config import load_pipeline
+from humans.curation.decisions import read_decisions
+from humans.curation.localread import READ_REASONS
+from humans.curation.sources import PoolTask
+from humans.curation.work import TaskCommitter, filter_task
+from humans.shared.imageio import REASONS as IMAGE_REASONS
 
 SETTINGS = dict(max_examples=20, deadline=3000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -11,12 +11,12 @@ import sys
 
 import pandas as pd
 
-from curation import run_pipeline
-from curation.config import load_pipeline
-from curation.decisions import read_decisions
-from curation.pipeline import FAIL_AFTER_ENV, _phase_cd
-from curation.sources import plan_pool
-from shared.shards import file_sha256, iter_tar_samples, list_shards, read_manifest
+from humans.curation import run_pipeline
+from humans.curation.config import load_pipeline
+from humans.curation.decisions import read_decisions
+from humans.curation.pipeline import FAIL_AFTER_ENV, _phase_cd
+from humans.curation.sources import plan_pool
+from humans.shared.shards import file_sha256, iter_tar_samples, list_shards, read_manifest
 
 PIPE = "humans-test"
 
@@ -54,7 +54,7 @@ def test_kill_mid_run_then_resume_equals_uninterrupted_run(demo_pool_dir, curate
     # The killed job is a separate driver process that joins the session's Ray cluster through
     # RAY_ADDRESS, exactly as a job started by `ray job submit` does.
     env = {**os.environ, FAIL_AFTER_ENV: "3", "HUMANS_NO_PROGRESS": "1", "RAY_ADDRESS": ray_local.address}
-    cmd = [sys.executable, "-m", "curation", "run", "--pipeline", PIPE, "--input", str(demo_pool_dir),
+    cmd = [sys.executable, "-m", "humans.curation", "run", "--pipeline", PIPE, "--input", str(demo_pool_dir),
            "--output", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 75, proc.stderr[-3000:]  # the fault hook exits hard, like a kill

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from curation.sources import PoolSpecError, PoolTask, path_keys, plan_pool, read_task, sanitize_key
-from shared.imageio import decode_rgb, encode_jpeg, encode_png
-from shared.schema import KEY_RE
+from humans.curation.sources import PoolSpecError, PoolTask, path_keys, plan_pool, read_task, sanitize_key
+from humans.shared.imageio import decode_rgb, encode_jpeg, encode_png
+from humans.shared.schema import KEY_RE
 
 
 def _img(seed: int) -> bytes:
@@ -144,7 +144,7 @@ def test_bad_specs_have_clear_errors(tmp_path):
 
 
 def test_url_list_tasks_cover_every_row_once_reading_only_their_row_groups(tmp_path):
-    from curation.sources import _read_url_rows
+    from humans.curation.sources import _read_url_rows
 
     path = tmp_path / "urls.parquet"
     urls = [f"http://example.invalid/{i}.jpg" for i in range(1000)]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from curation.config import load_pipeline
-from curation.stages import clusters, embedding, phash, quality
+from humans.curation.config import load_pipeline
+from humans.curation.stages import clusters, embedding, phash, quality
 
 
 def _photo() -> np.ndarray:
@@ -116,10 +116,18 @@ def test_random_init_embedder_is_stated_and_sees_near_duplicates():
     assert v[0] @ v[1] > v[0] @ v[2]
 
 
+def _mediapipe_installed() -> bool:
+    from humans.curation.detectors import optional_available
+
+    return optional_available("mediapipe")
+
+
+@pytest.mark.skipif(not _mediapipe_installed(), reason="optional extra not installed: mediapipe "
+                    "(HUMANS_EXTRAS=mediapipe bash scripts/install.sh)")
 def test_bundled_mediapipe_detector_finds_people_with_landmarks_and_not_in_a_cat():
     from skimage import data
 
-    from curation.detectors import build_detector
+    from humans.curation.detectors import build_detector
 
     det = build_detector(load_pipeline("humans-test").stage("person"))
     assert det.pretrained and det.name.startswith("mediapipe")
@@ -130,11 +138,35 @@ def test_bundled_mediapipe_detector_finds_people_with_landmarks_and_not_in_a_cat
     assert cat == []
 
 
+def test_default_install_opencv_detector_finds_the_astronaut_not_the_cat():
+    """OpenCV's pretrained HOG people detector + Haar face cascade, shipped inside opencv-python."""
+    from skimage import data
+
+    from humans.curation.detectors import build_detector
+
+    cfg = load_pipeline("humans-test", overrides={"person.detector": "opencv"}).stage("person")
+    det = build_detector(cfg)
+    assert det.pretrained and det.name.startswith("opencv")
+    people, cat = det.detect([data.astronaut(), data.chelsea()])
+    assert any(p["score"] >= cfg.min_score for p in people)
+    x0, y0, x1, y1 = max(people, key=lambda p: p["score"])["box"]
+    assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
+    assert not any(p["score"] >= cfg.min_score for p in cat)
+
+
+def test_auto_detector_needs_no_optional_package():
+    from humans.curation.detectors import build_detector, resolve_kind
+
+    cfg = load_pipeline("humans-test").stage("person")
+    assert resolve_kind(cfg) == ("mediapipe" if _mediapipe_installed() else "opencv")
+    assert build_detector(cfg).pretrained
+
+
 def test_yolo_backend_loads_a_user_checkpoint(tmp_path):
     """The `--detector-weights` path, exercised with a RANDOMLY INITIALISED YOLO (no weights offline)."""
     from ultralytics import YOLO
 
-    from curation.detectors import build_detector
+    from humans.curation.detectors import build_detector
 
     path = tmp_path / "yolov8n_random_init.pt"
     YOLO("yolov8n.yaml").save(str(path))

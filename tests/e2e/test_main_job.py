@@ -44,7 +44,7 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
     assert (out / "verify.txt").read_text().startswith(f"OK: {len(manifest['shards'])} shards, {n_index} samples")
 
     # pretrain -> export: three objectives trained on those shards, each exported and loadable
-    from shared.backbone import load_backbone
+    from humans.shared.backbone import load_backbone
 
     for name in ("mae", "cl", "mae_cl"):
         rows = (out / "pretrain" / name / "metrics.csv").read_text().strip().splitlines()

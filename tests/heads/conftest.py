@@ -24,7 +24,7 @@ def _threads():
 @pytest.fixture(scope="session")
 def random_tiny_backbone(tmp_path_factory) -> Path:
     """``build_backbone('sapiens2-tiny')`` with random weights (seed 0): NOT a pretrained model."""
-    from shared.backbone import build_backbone, save_backbone
+    from humans.shared.backbone import build_backbone, save_backbone
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("backbones") / "random_tiny_backbone.safetensors"
@@ -35,7 +35,7 @@ def random_tiny_backbone(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def random_tiny_backbone_b(tmp_path_factory) -> Path:
     """A second random-init tiny backbone (seed 1), for side-by-side tables."""
-    from shared.backbone import build_backbone, save_backbone
+    from humans.shared.backbone import build_backbone, save_backbone
 
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("backbones_b") / "random_tiny_backbone_seed1.safetensors"
@@ -47,7 +47,7 @@ def random_tiny_backbone_b(tmp_path_factory) -> Path:
 def synth_data(tmp_path_factory) -> Path:
     """A humans-dense-v1 folder written by the real generator (heads.synth.writer.write_dataset, what
     ``python -m heads.synth --out DATA --count 40 --size 128`` runs)."""
-    from heads.synth.writer import write_dataset
+    from humans.heads.synth.writer import write_dataset
 
     out = tmp_path_factory.mktemp("synth") / "data"
     write_dataset(out, SYNTH_COUNT, SYNTH_SIZE, seed=0, workers=2, progress=False)

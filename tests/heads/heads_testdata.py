@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shared.humans.keypoints import NUM_KEYPOINTS
-from shared.humans.parts import PART_COLORS
+from humans.shared.humans.keypoints import NUM_KEYPOINTS
+from humans.shared.humans.parts import PART_COLORS
 
 
 def write_tiny_dataset(root: Path, n: int = 2, h: int = 40, w: int = 32, seed: int = 0) -> Path:

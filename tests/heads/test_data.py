@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from heads.data import AnnotationError, DenseData, Item, load_keypoints
-from heads.data.io import read_dense, write_exr
-from heads.data.transforms import decode_heatmaps, gaussian_heatmaps
-from shared.humans.keypoints import COCO_WHOLEBODY_NAMES, COCO_WHOLEBODY_TO_308, KEYPOINT_NAMES, flip_index
+from humans.heads.data import AnnotationError, DenseData, Item, load_keypoints
+from humans.heads.data.io import read_dense, write_exr
+from humans.heads.data.transforms import decode_heatmaps, gaussian_heatmaps
+from humans.shared.humans.keypoints import COCO_WHOLEBODY_NAMES, COCO_WHOLEBODY_TO_308, KEYPOINT_NAMES, flip_index
 
 from heads_testdata import write_tiny_dataset
 

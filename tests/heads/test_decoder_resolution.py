@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from heads.config import HeadConfig
-from heads.data.features import FeatureExtractor
-from heads.models.model import HeadModel, load_model, make_head, save_head
-from shared.backbone import CheckpointMismatch, build_backbone, save_backbone
+from humans.heads.config import HeadConfig
+from humans.heads.data.features import FeatureExtractor
+from humans.heads.models.model import HeadModel, load_model, make_head, save_head
+from humans.shared.backbone import CheckpointMismatch, build_backbone, save_backbone
 
 # sapiens2-0.4b-4k's scheme (window 4 x 4 patches, pool stride 4, registers, normalised RoPE) at width 32
 REDUCED_4K = dict(embed_dim=32, num_heads=2, kv_heads=1, depth=4, window_layers=2, mha_edge=0, ffn_dim=64)

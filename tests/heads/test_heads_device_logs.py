@@ -12,13 +12,13 @@ from PIL import Image
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import heads.data.features as features_mod
-from heads.cli import main, resolve_device
-from heads.config import HeadConfig
-from heads.data.dataset import DenseData
-from heads.data.features import FeatureCache, FeatureExtractor, to_tensor
-from heads.train import _MEMORY, feature_key, prepare_task
-from shared.backbone import load_backbone
+import humans.heads.data.features as features_mod
+from humans.heads.cli import main, resolve_device
+from humans.heads.config import HeadConfig
+from humans.heads.data.dataset import DenseData
+from humans.heads.data.features import FeatureCache, FeatureExtractor, to_tensor
+from humans.heads.train import _MEMORY, feature_key, prepare_task
+from humans.shared.backbone import load_backbone
 
 ARGS = ["--task", "seg", "--size", "64", "--layers", "-1", "--epochs", "3", "--lr", "3e-3", "--channels", "8",
         "--batch-size", "8", "--label-stride", "4", "--val-frac", "0.25"]

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from heads.cli import main
-from heads.config import HeadConfig
-from heads.data.dataset import DenseData
-from heads.data.features import FeatureExtractor
-from heads.evaluate import evaluate_outputs, mean_baseline
-from heads.models.model import read_head
-from heads.train import prepare_task
+from humans.heads.cli import main
+from humans.heads.config import HeadConfig
+from humans.heads.data.dataset import DenseData
+from humans.heads.data.features import FeatureExtractor
+from humans.heads.evaluate import evaluate_outputs, mean_baseline
+from humans.heads.models.model import read_head
+from humans.heads.train import prepare_task
 
 # Short runs: input sizes, epochs and margins measured on a 40-image synthetic set (30 train /
 # 10 held out) with a random-init sapiens2-tiny backbone (layers 1 and -1), see
@@ -59,7 +59,7 @@ def baseline_metrics(task, synth_data, ckpt) -> dict:
     cfg, _ = read_head(ckpt)
     data = DenseData(synth_data)
     tr, va = data.split(cfg.val_frac, cfg.seed)
-    from shared.backbone import load_backbone
+    from humans.shared.backbone import load_backbone
 
     ex = FeatureExtractor(load_backbone(cfg.backbone), cfg.layers)
     train = prepare_task(data, data.items(task, tr), cfg, ex)
@@ -125,7 +125,7 @@ def test_predict_writes_overlays(runs, synth_data, random_tiny_backbone, tmp_pat
 def test_export_onnx_matches_pytorch(runs, synth_data, random_tiny_backbone, tmp_path):
     import onnxruntime as ort
 
-    from heads.models.model import load_model
+    from humans.heads.models.model import load_model
 
     res = train_run(runs, "normal", synth_data, random_tiny_backbone)
     ckpt = res["out"] / "head.safetensors"
@@ -141,7 +141,7 @@ def test_export_onnx_matches_pytorch(runs, synth_data, random_tiny_backbone, tmp
 
 
 def test_export_torchscript_runs(runs, synth_data, random_tiny_backbone, tmp_path):
-    from heads.export import run_export
+    from humans.heads.export import run_export
 
     res = train_run(runs, "pose", synth_data, random_tiny_backbone)
     out = run_export(str(res["out"] / "head.safetensors"), str(tmp_path / "pose.pt"), "torchscript")
@@ -175,7 +175,7 @@ def albedo_data(tmp_path_factory):
     """120 synthetic images at 96 px with masks and albedo only: the per-image light colour and
     intensity make albedo the task that needs the most images (on 40 the head does not beat the
     mean colour; on 120 it does, see below)."""
-    from heads.synth.writer import write_dataset
+    from humans.heads.synth.writer import write_dataset
 
     out = tmp_path_factory.mktemp("albedo") / "data"
     write_dataset(out, 120, 96, seed=0, workers=1, labels=("masks", "albedo"), progress=False)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from heads import losses as L
+from humans.heads import losses as L
 
 
 def test_ohem_picks_hardest_keypoints():

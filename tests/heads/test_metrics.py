@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from heads import metrics as M
+from humans.heads import metrics as M
 
 
 def _people(n=6, k=308, seed=0):
@@ -25,7 +25,7 @@ def _people(n=6, k=308, seed=0):
 
 
 def test_oks_ap_perfect_and_perturbed():
-    from shared.humans.keypoints import SIGMAS
+    from humans.shared.humans.keypoints import SIGMAS
 
     gt = _people()
     perfect = [{"image_id": g["image_id"], "keypoints": g["keypoints"], "score": 1.0} for g in gt]

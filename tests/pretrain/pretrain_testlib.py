@@ -14,10 +14,10 @@ import numpy as np
 import skimage.data
 import skimage.transform
 
-from pretrain.config import TrainConfig, load_train_config
-from shared.imageio import encode_jpeg
-from shared.schema import SampleMeta
-from shared.shards import ShardWriter, write_manifest
+from humans.pretrain.config import TrainConfig, load_train_config
+from humans.shared.imageio import encode_jpeg
+from humans.shared.schema import SampleMeta
+from humans.shared.shards import ShardWriter, write_manifest
 
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry")
 
@@ -91,7 +91,7 @@ def process_context():
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "pretrain.trainer", "pretrain.cli", "pretrain_testlib"])
+    ctx.set_forkserver_preload(["torch", "humans.pretrain.trainer", "humans.pretrain.cli", "pretrain_testlib"])
     return ctx
 
 
@@ -100,7 +100,7 @@ def run_cli(argv: list[str]) -> None:
     import os
 
     os.environ["HUMANS_NO_PROGRESS"] = "1"
-    from pretrain.cli import main
+    from humans.pretrain.cli import main
 
     raise SystemExit(main(argv))
 
@@ -114,9 +114,9 @@ def ddp_worker(rank: int, world: int, port: int, cfg_yaml: str, batches_file: st
     import torch.distributed as dist
     import yaml
 
-    from pretrain.config import TrainConfig
-    from pretrain.trainer import Trainer
-    from shared.config import validate
+    from humans.pretrain.config import TrainConfig
+    from humans.pretrain.trainer import Trainer
+    from humans.shared.config import validate
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), HUMANS_NO_PROGRESS="1")
     dist.init_process_group("gloo", rank=rank, world_size=world)

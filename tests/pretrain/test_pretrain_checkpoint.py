@@ -7,9 +7,9 @@ import signal
 
 import torch
 
-from pretrain.checkpoint import ckpt_path, latest_checkpoint, save_checkpoint
-from pretrain.config import load_train_config
-from pretrain.trainer import Trainer
+from humans.pretrain.checkpoint import ckpt_path, latest_checkpoint, save_checkpoint
+from humans.pretrain.config import load_train_config
+from humans.pretrain.trainer import Trainer
 from pretrain_testlib import process_context, tiny_config
 
 

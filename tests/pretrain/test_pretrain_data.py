@@ -6,9 +6,9 @@ import itertools
 import pytest
 import torch
 
-from pretrain.config import DataConfig, ViewsConfig
-from pretrain.data import DataFeed, DataState, SlotPosition, ViewStream, resolve_shards
-from shared.shards import ShardWriter, write_manifest
+from humans.pretrain.config import DataConfig, ViewsConfig
+from humans.pretrain.data import DataFeed, DataState, SlotPosition, ViewStream, resolve_shards
+from humans.shared.shards import ShardWriter, write_manifest
 
 VIEWS = ViewsConfig(global_size=32, local_size=16, n_local=1)
 
@@ -71,7 +71,7 @@ def test_resumed_feed_continues_exactly_where_the_consumed_batches_ended(fixture
 
 
 def test_undecodable_images_are_skipped_and_named(fixture_shards, tmp_path):
-    from shared.shards import iter_tar_samples
+    from humans.shared.shards import iter_tar_samples
 
     good = [s for s, _ in zip(iter_tar_samples(str(fixture_shards / "humans-000000.tar")), range(3))]
     w = ShardWriter(tmp_path, "bad", 0)

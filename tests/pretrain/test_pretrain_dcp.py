@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from pretrain.checkpoint import META_FILE, ckpt_path, latest_checkpoint, load_checkpoint, step_of
-from pretrain.config import dump_config, load_train_config
-from pretrain.export import export_backbone
-from pretrain.trainer import Trainer
+from humans.pretrain.checkpoint import META_FILE, ckpt_path, latest_checkpoint, load_checkpoint, step_of
+from humans.pretrain.config import dump_config, load_train_config
+from humans.pretrain.export import export_backbone
+from humans.pretrain.trainer import Trainer
 from pretrain_testlib import cli_rank, process_context, tiny_config
-from shared.backbone import load_backbone
+from humans.shared.backbone import load_backbone
 
 
 def _free_port() -> int:

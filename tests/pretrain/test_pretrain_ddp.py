@@ -7,9 +7,9 @@ import socket
 
 import torch
 
-from pretrain.config import dump_config
-from pretrain.data import DataFeed, resolve_shards
-from pretrain.trainer import Trainer
+from humans.pretrain.config import dump_config
+from humans.pretrain.data import DataFeed, resolve_shards
+from humans.pretrain.trainer import Trainer
 from pretrain_testlib import ddp_worker, process_context, tiny_config
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.ema import ema_update, tau_at
-from pretrain.trainer import Trainer
+from humans.pretrain.ema import ema_update, tau_at
+from humans.pretrain.trainer import Trainer
 from pretrain_testlib import tiny_config
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretrain.cli import main
-from pretrain.config import load_train_config
-from pretrain.trainer import Trainer
+from humans.pretrain.cli import main
+from humans.pretrain.config import load_train_config
+from humans.pretrain.trainer import Trainer
 from pretrain_testlib import tiny_config
-from shared.backbone import load_backbone
-from shared.config import ConfigError
+from humans.shared.backbone import load_backbone
+from humans.shared.config import ConfigError
 
 
 def test_export_teacher_and_student_backbones(fixture_shards, tmp_path, capsys):
@@ -35,7 +35,7 @@ def test_export_teacher_and_student_backbones(fixture_shards, tmp_path, capsys):
     assert "has no teacher" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "n.safetensors")]) == 2
     # weights that do not match the run's backbone: every key named, nothing written
-    from pretrain.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from humans.pretrain.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     path = latest_checkpoint(tmp_path / "run" / "ckpt")
     state = load_checkpoint(path)
     state["teacher"].pop("backbone.norm.weight")

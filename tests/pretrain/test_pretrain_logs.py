@@ -8,7 +8,7 @@ import math
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pretrain.trainer import Trainer
+from humans.pretrain.trainer import Trainer
 from pretrain_testlib import tiny_config
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import statistics
 
-from pretrain.data import DataFeed, resolve_shards
-from pretrain.trainer import Trainer
+from humans.pretrain.data import DataFeed, resolve_shards
+from humans.pretrain.trainer import Trainer
 from pretrain_testlib import tiny_config
 
 STEPS = 30

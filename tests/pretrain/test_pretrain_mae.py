@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.decoder import MaeDecoder, masked_mse, sincos_2d, to_cells
-from pretrain.masking import keep_from_mask, num_keep, random_keep
+from humans.pretrain.decoder import MaeDecoder, masked_mse, sincos_2d, to_cells
+from humans.pretrain.masking import keep_from_mask, num_keep, random_keep
 
 
 def test_mask_keeps_a_quarter_of_cells_sorted_and_complementary():

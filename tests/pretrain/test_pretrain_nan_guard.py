@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretrain.checkpoint import list_checkpoints, load_checkpoint
-from pretrain.trainer import NonFiniteLossError, Trainer
+from humans.pretrain.checkpoint import list_checkpoints, load_checkpoint
+from humans.pretrain.trainer import NonFiniteLossError, Trainer
 
 from pretrain_testlib import tiny_config
 

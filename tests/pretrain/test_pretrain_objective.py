@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from pretrain.config import MaeConfig
-from pretrain.dino import DinoLoss, koleo_loss, sinkhorn_knopp, teacher_temperature
-from pretrain.trainer import Trainer
+from humans.pretrain.config import MaeConfig
+from humans.pretrain.dino import DinoLoss, koleo_loss, sinkhorn_knopp, teacher_temperature
+from humans.pretrain.trainer import Trainer
 from pretrain_testlib import tiny_config
 
 PLAIN = {"model_overrides": {"hierarchical": False}}    # sapiens2-tiny as a plain ViT: cell = patch

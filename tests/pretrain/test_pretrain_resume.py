@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from pretrain.checkpoint import ckpt_path, latest_checkpoint, load_checkpoint, step_of
-from pretrain.config import dump_config, load_train_config
-from pretrain.trainer import Trainer
+from humans.pretrain.checkpoint import ckpt_path, latest_checkpoint, load_checkpoint, step_of
+from humans.pretrain.config import dump_config, load_train_config
+from humans.pretrain.trainer import Trainer
 from pretrain_testlib import process_context, run_cli, tiny_config
 
 

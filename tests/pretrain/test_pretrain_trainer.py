@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from pretrain.metrics import FIELDS
-from pretrain.trainer import Trainer, lr_factor
+from humans.pretrain.metrics import FIELDS
+from humans.pretrain.trainer import Trainer, lr_factor
 from pretrain_testlib import tiny_config
 
 SMALL = {"views.global_size": 64, "views.local_size": 32}

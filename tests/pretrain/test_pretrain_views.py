@@ -7,8 +7,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from pretrain.config import ViewsConfig
-from pretrain.views import make_views, sample_crop
+from humans.pretrain.config import ViewsConfig
+from humans.pretrain.views import make_views, sample_crop
 
 CFG = ViewsConfig(global_size=64, local_size=32, n_local=6)
 

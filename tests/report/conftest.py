@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
-from shared.shards import ShardWriter, write_manifest
+from humans.shared.shards import ShardWriter, write_manifest
 
 os.environ.setdefault("HUMANS_NO_PROGRESS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -6,8 +6,8 @@ import json
 import shutil
 from html.parser import HTMLParser
 
-from curation.report.build import build_report
-from curation.report.verify import verify_run
+from humans.curation.report.build import build_report
+from humans.curation.report.verify import verify_run
 
 
 class _Imgs(HTMLParser):

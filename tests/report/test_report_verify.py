@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from curation.report.cli import main as report_main
-from curation.report.verify import verify_run
+from humans.curation.report.cli import main as report_main
+from humans.curation.report.verify import verify_run
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 and the COCO-WholeBody mapping (checked against COCO-WholeBody's own left/right pairs)."""
 import numpy as np
 
-from shared.humans import keypoints as K
-from shared.humans import parts as PT
+from humans.shared.humans import keypoints as K
+from humans.shared.humans import parts as PT
 
 # COCO-WholeBody's flip pairs (as in its evaluation tools): body+feet and the iBUG-68 face.
 COCO_BODY_PAIRS = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16), (17, 20), (18, 21), (19, 22)]

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from heads.synth.render import generate, shading_of
-from shared.humans.keypoints import KEYPOINT_INDEX, flip_index
-from shared.humans.parts import PART_FLIP
+from humans.heads.synth.render import generate, shading_of
+from humans.shared.humans.keypoints import KEYPOINT_INDEX, flip_index
+from humans.shared.humans.parts import PART_FLIP
 
 SIZE = 160
 SEEDS = [(11, i) for i in range(4)]

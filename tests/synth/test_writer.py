@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from heads.synth import cli
-from heads.synth.render import generate
-from heads.synth.writer import LABELS, read_item, write_dataset
-from shared.humans.keypoints import KEYPOINT_NAMES, SKELETON
-from shared.humans.parts import PART_COLORS
+from humans.heads.synth import cli
+from humans.heads.synth.render import generate
+from humans.heads.synth.writer import LABELS, read_item, write_dataset
+from humans.shared.humans.keypoints import KEYPOINT_NAMES, SKELETON
+from humans.shared.humans.parts import PART_COLORS
 
 SIZE = 128
 N = 4
@@ -120,4 +120,4 @@ def test_register_adds_the_synth_subcommand():
     cli.register(parser.add_subparsers(dest="command"))
     a = parser.parse_args(["synth", "--out", "X", "--count", "5", "--size", "64x48", "--seed", "2"])
     assert a.command == "synth" and a.func is cli.run
-    assert (a.count, a.size, a.seed, a.workers >= 1) == (5, "64x48", 2, True)
+    assert (a.count, a.size, a.seed, a.threads >= 1) == (5, "64x48", 2, True)
