@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--width", type=int, default=768, help="input width for GFLOPs/memory")
     c = sub.add_parser("convert-released", help="released Sapiens2 backbone -> backbone.safetensors",
                        description="Convert a released Sapiens2 (1K) backbone checkpoint (.pth or "
-                                   ".safetensors) to our layout, strictly (shared.backbone.released).")
+                                   ".safetensors) to our layout, strictly (shared.backbone.released).",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("humans-pretrain convert-released sapiens2_0.4b.pth --out backbone.safetensors"))
     c.add_argument("checkpoint", help="released checkpoint file")
     c.add_argument("--out", required=True, help="output .safetensors path")
     c.add_argument("--model", default=None, help="named config (default: inferred from the weights)")
