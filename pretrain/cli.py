@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter,
                        epilog=examples("humans-pretrain convert-released sapiens2_0.4b.pth --out backbone.safetensors"))
     c.add_argument("checkpoint", help="released checkpoint file")
-    c.add_argument("--out", required=True, help="output .safetensors path")
+    add_out(c, "output .safetensors path")
     c.add_argument("--model", default=None, help="named config (default: inferred from the weights)")
     return parser
 

@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from humans.shared.config import ConfigError, StrictModel, load_yaml, validate
+from humans.shared.cli import set_dotted
 
 Objective = Literal["mae", "cl", "mae+cl"]
 
@@ -238,14 +239,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
     """Read ``path`` (YAML, optional) and apply dotted ``overrides`` (``{"optim.lr": 1e-3}``)."""
     data: dict[str, Any] = dict(load_yaml(path)) if path else {}
     source = str(path) if path else "config"
-    for dotted, value in (overrides or {}).items():
-        node = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{source}: key '{dotted}': '{part}' is not a section")
-        node[parts[-1]] = value
+    set_dotted(data, overrides or {}, source)
     return validate(TrainConfig, data, source=source)
 
 
