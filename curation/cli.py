@@ -170,15 +170,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     setup_runtime()
-    from humans.shared.config import ConfigError
-
-    from .pipeline import PipelineStateError
-    from .sources import PoolSpecError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, PipelineStateError, PoolSpecError, FileNotFoundError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors printed as one ``error:`` line (exit 2). The pipeline's own error class counts only
+    once the pipeline module is loaded (it cannot be raised before), so a refusal found up front does
+    not pay for importing the pipeline (pandas, Arrow, Ray)."""
+    from humans.shared.config import ConfigError
+
+    from .sources import PoolSpecError
+
+    errors: list[type[BaseException]] = [ConfigError, PoolSpecError, FileNotFoundError]
+    pipeline = sys.modules.get(f"{__name__.rpartition('.')[0]}.pipeline")
+    if pipeline is not None:
+        errors.append(pipeline.PipelineStateError)
+    return tuple(errors)

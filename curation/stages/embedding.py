@@ -153,28 +153,47 @@ def load_checkpoint_state(path: str | Path) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def mismatch(want: dict[str, tuple], state: dict, path: str | Path, model: str) -> CheckpointError | None:
+    """The one-paragraph error for a state dict whose keys or shapes differ from ``want`` (name -> shape),
+    or None when they fit exactly."""
+    missing = sorted(set(want) - set(state))
+    extra = sorted(set(state) - set(want))
+    shapes = sorted(k for k in set(want) & set(state) if tuple(want[k]) != tuple(state[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the model's {len(want)} parameters are missing (e.g. {missing[:3]})")
+    if extra:
+        parts.append(f"{len(extra)} key(s) are not in the model (e.g. {extra[:3]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} parameter(s) have the wrong shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                     f"{tuple(want[k])} in the model)")
+    if not parts:
+        return None
+    return CheckpointError(f"embedding checkpoint {str(path)!r} does not fit open_clip {model}: {'; '.join(parts)}. "
+                           f"{CHECKPOINT_HELP}")
+
+
 def load_strict(net, state: dict, path: str | Path, model: str, assign: bool = False) -> None:
     """``net.load_state_dict(state, strict=True)`` with a one-paragraph ``CheckpointError`` on mismatch
     (``assign=True`` for a model on the ``meta`` device: no copy, only the key and shape checks)."""
     try:
         net.load_state_dict(state, strict=True, assign=assign)
     except RuntimeError as exc:
-        want = net.state_dict()
-        missing = sorted(set(want) - set(state))
-        extra = sorted(set(state) - set(want))
-        shapes = sorted(k for k in set(want) & set(state) if tuple(want[k].shape) != tuple(state[k].shape))
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} of the model's {len(want)} parameters are missing (e.g. {missing[:3]})")
-        if extra:
-            parts.append(f"{len(extra)} key(s) are not in the model (e.g. {extra[:3]})")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{len(shapes)} parameter(s) have the wrong shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
-                         f"{tuple(want[k].shape)} in the model)")
-        why = "; ".join(parts) or _first_line(exc)
-        raise CheckpointError(f"embedding checkpoint {str(path)!r} does not fit open_clip {model}: {why}. "
-                              f"{CHECKPOINT_HELP}") from None
+        err = mismatch({k: tuple(v.shape) for k, v in net.state_dict().items()}, state, path, model)
+        raise (err or CheckpointError(f"embedding checkpoint {str(path)!r} does not fit open_clip {model}: "
+                                      f"{_first_line(exc)}. {CHECKPOINT_HELP}")) from None
+
+
+def shipped_shapes(model: str, image_size: int | None) -> dict[str, tuple] | None:
+    """Parameter shapes of ``model`` at ``image_size`` from the files shipped in ``openclip_shapes``,
+    or None when none was shipped for that pair."""
+    import json
+
+    f = Path(__file__).parent / "openclip_shapes" / f"{model}@{image_size or 'default'}.json"
+    if not f.is_file():
+        return None
+    return {k: tuple(v) for k, v in json.loads(f.read_text())["shapes"].items()}
 
 
 def _model_names() -> list[str]:
@@ -201,13 +220,20 @@ def check_model_name(model: str) -> None:
 
 def check_checkpoint(model: str, checkpoint: str, image_size: int | None = None) -> None:
     """Up-front check, before any Ray work: ``checkpoint`` exists, loads safely and fits ``model``
-    strictly (every parameter present, none extra, every shape right). The model is built on the
-    ``meta`` device, so no memory is allocated and no weights are initialised."""
+    strictly (every parameter present, none extra, every shape right). The shapes come from the files
+    shipped in ``openclip_shapes`` where one exists for the model and size, else from the model built on
+    the ``meta`` device (no memory allocated, no weights initialised)."""
     state = load_checkpoint_state(checkpoint)
+    check_model_name(model)
+    want = shipped_shapes(model, image_size)
+    if want is not None:  # no open_clip import: the shapes ship with us
+        err = mismatch(want, state, checkpoint, model)
+        if err is not None:
+            raise err
+        return
     import open_clip
     import torch
 
-    check_model_name(model)
     kwargs = {"force_image_size": image_size} if image_size else {}
     with torch.device("meta"):
         net = open_clip.create_model(model, pretrained=None, device="meta", **kwargs)

@@ -153,6 +153,35 @@ def test_bad_checkpoint_from_the_shell_is_one_paragraph(tmp_path):
     assert not (tmp_path / "o").exists() and not marker.exists()
 
 
+def test_shipped_openclip_shapes_match_open_clip():
+    """The shapes the up-front check uses without importing open_clip are open_clip's own."""
+    import open_clip
+    import torch
+
+    from humans.curation.stages.embedding import shipped_shapes
+
+    for size in (None, 128):
+        with torch.device("meta"):
+            net = open_clip.create_model("ViT-B-32", pretrained=None, device="meta",
+                                         **({"force_image_size": size} if size else {}))
+        assert shipped_shapes("ViT-B-32", size) == {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert shipped_shapes("ViT-B-32", 96) is None  # no file: the check builds the model instead
+
+
+def test_wrong_architecture_checkpoint_refused_without_open_clip(tmp_path):
+    """A well-formed checkpoint of the wrong shapes is refused from the shipped shapes: open_clip (seconds
+    of torchvision start-up) is never imported, which keeps the refusal from the shell under 5 s."""
+    paths, _ = _bad_checkpoints(tmp_path)
+    code = ("import sys; from humans.curation.stages.embedding import check_checkpoint, CheckpointError\n"
+            "try:\n    check_checkpoint('ViT-B-32', sys.argv[1])\nexcept CheckpointError as e:\n"
+            "    print(e)\nprint('open_clip' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, paths["wrong_keys"]], capture_output=True, text=True,
+                          timeout=120)
+    out = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and out[-1] == "False", proc.stdout + proc.stderr
+    assert "visual.proj: (2, 2) in the file, (768, 512) in the model" in out[0]
+
+
 def test_a_run_that_keeps_nothing_exits_nonzero(tmp_path, ray_local, capsys):
     """Used to exit 0 with 0 samples and no warning."""
     pool = _tiny_pool(tmp_path)
