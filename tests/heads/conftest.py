@@ -21,6 +21,15 @@ def _threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models: as fast, and robust on a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def random_tiny_backbone(tmp_path_factory) -> Path:
     """``build_backbone('sapiens2-tiny')`` with random weights (seed 0): NOT a pretrained model."""

@@ -17,12 +17,7 @@ from humans.shared.humans.keypoints import NUM_KEYPOINTS, SIGMAS
 from humans.shared.humans.parts import NUM_PARTS, PART_COLORS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(tmp_path_factory, task: str, synth_data, backbone, size: str, epochs: int):

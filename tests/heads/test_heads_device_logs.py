@@ -24,12 +24,7 @@ ARGS = ["--task", "seg", "--size", "64", "--layers", "-1", "--epochs", "3", "--l
         "--batch-size", "8", "--label-stride", "4", "--val-frac", "0.25"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_device_cpu_and_auto_train_the_same_head_and_write_logs(synth_data, random_tiny_backbone, tmp_path, capsys):
