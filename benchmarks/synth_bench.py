@@ -24,8 +24,8 @@ def main() -> None:
     p.add_argument("--size", default="512", help="image size (default 512)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    from humans.heads.synth.render import generate
-    from humans.heads.synth.writer import write_dataset
+    from humans.shared.synth.render import generate
+    from humans.shared.synth.writer import write_dataset
     from humans.shared.runtime import setup_runtime
 
     setup_runtime()

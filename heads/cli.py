@@ -1,4 +1,4 @@
-"""``python -m heads``: train, eval, probe, predict, export (and synth, from heads.synth when present).
+"""``python -m heads``: train, eval, probe, predict, export (and synth, from shared.synth when present).
 
 Every option is explained by ``--help``; settings can also come from a YAML file (``--config``) whose
 keys are those of ``heads.config.HeadConfig`` (command-line options win).
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _predict_parser(sub)
     _export_parser(sub)
     try:
-        from humans.heads.synth.cli import register  # the synthetic data generator, when installed
+        from humans.shared.synth.cli import register  # the synthetic data generator, when installed
     except ImportError:
         pass
     else:

@@ -25,7 +25,7 @@ from humans.heads.data.io import read_image
 from humans.heads.data.transforms import apply_affine, crop_affine, decode_heatmaps, invert_affine, resize_image, warp_image
 from humans.heads.evaluate import flip_back
 from humans.heads.metrics import coco_keypoint_gt, coco_keypoint_results
-from humans.heads.synth.writer import encode_parts_png
+from humans.shared.synth.writer import encode_parts_png
 from humans.heads.models.model import HeadModel, load_model
 from humans.shared.humans.keypoints import BODY, FACE, HANDS, SKELETON
 from humans.shared.humans.parts import PART_COLORS

@@ -128,7 +128,7 @@ def test_unknown_set_keys_name_the_allowed_keys(tmp_path, capsys):
 def test_console_commands_and_pipelines_yaml_ship():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     scripts = meta["project"]["scripts"]
-    assert set(scripts) == {"humans", "humans-curate", "humans-pretrain", "humans-heads"}
+    assert set(scripts) == {"humans", "humans-curate", "humans-pretrain", "humans-heads", "humans-synth"}
     import importlib
 
     for target in scripts.values():

@@ -1,5 +1,5 @@
 """Session fixtures of the heads tests: a randomly initialised tiny backbone (clearly named as such)
-and a small synthetic labelled set made once per session by the real generator (heads.synth)."""
+and a small synthetic labelled set made once per session by the real generator (shared.synth)."""
 from __future__ import annotations
 
 import os
@@ -54,9 +54,9 @@ def random_tiny_backbone_b(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
-    """A humans-dense-v1 folder written by the real generator (heads.synth.writer.write_dataset, what
-    ``python -m heads.synth --out DATA --count 40 --size 128`` runs)."""
-    from humans.heads.synth.writer import write_dataset
+    """A humans-dense-v1 folder written by the real generator (shared.synth.writer.write_dataset, what
+    ``python -m shared.synth --out DATA --count 40 --size 128`` runs)."""
+    from humans.shared.synth.writer import write_dataset
 
     out = tmp_path_factory.mktemp("synth") / "data"
     write_dataset(out, SYNTH_COUNT, SYNTH_SIZE, seed=0, workers=2, progress=False)

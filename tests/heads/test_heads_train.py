@@ -170,7 +170,7 @@ def albedo_data(tmp_path_factory):
     """120 synthetic images at 96 px with masks and albedo only: the per-image light colour and
     intensity make albedo the task that needs the most images (on 40 the head does not beat the
     mean colour; on 120 it does, see below)."""
-    from humans.heads.synth.writer import write_dataset
+    from humans.shared.synth.writer import write_dataset
 
     out = tmp_path_factory.mktemp("albedo") / "data"
     write_dataset(out, 120, 96, seed=0, workers=1, labels=("masks", "albedo"), progress=False)

@@ -3,7 +3,7 @@ spheres' hull), normals match the surface gradient, misses are misses, and the b
 z-buffer loses no pixel of a thin primitive."""
 import numpy as np
 
-from humans.heads.synth.geometry import Prim, frame_along, intersect, pixel_rays, render_zbuffer, rot_y
+from humans.shared.synth.geometry import Prim, frame_along, intersect, pixel_rays, render_zbuffer, rot_y
 
 
 def _sdf_round_cone_local(p, pa, pb, ra, rb):

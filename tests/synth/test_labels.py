@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from humans.heads.synth.render import generate, shading_of
+from humans.shared.synth.render import generate, shading_of
 from humans.shared.humans.keypoints import KEYPOINT_INDEX, flip_index
 from humans.shared.humans.parts import PART_FLIP
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from humans.heads.synth import cli
-from humans.heads.synth.render import generate
-from humans.heads.synth.writer import LABELS, read_item, write_dataset
+from humans.shared.synth import cli
+from humans.shared.synth.render import generate
+from humans.shared.synth.writer import LABELS, read_item, write_dataset
 from humans.shared.humans.keypoints import KEYPOINT_NAMES, SKELETON
 from humans.shared.humans.parts import PART_COLORS
 
@@ -79,11 +79,11 @@ def test_resume_regenerates_only_missing_items(data, tmp_path):
     assert _digest(data) == before
     with pytest.raises(ValueError, match="seed"):
         write_dataset(data, N, SIZE, seed=4, workers=1, progress=False)
-    # a folder that heads.synth did not write is never touched
+    # a folder that shared.synth did not write is never touched
     foreign = tmp_path / "real"
     (foreign / "images").mkdir(parents=True)
     (foreign / "images" / "000000.jpg").write_bytes(b"not ours")
-    with pytest.raises(ValueError, match="not written by heads.synth"):
+    with pytest.raises(ValueError, match="not written by shared.synth"):
         write_dataset(foreign, 1, SIZE, seed=3, workers=1, progress=False)
     assert sorted(p.name for p in foreign.rglob("*")) == ["000000.jpg", "images"]
 

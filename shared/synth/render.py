@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from humans.heads.synth.body import material_rgb
-from humans.heads.synth.face import atlas_lookup, hair_mask
-from humans.heads.synth.geometry import pixel_rays, render_zbuffer
-from humans.heads.synth.scene import Scene, sample_scene
+from humans.shared.synth.body import material_rgb
+from humans.shared.synth.face import atlas_lookup, hair_mask
+from humans.shared.synth.geometry import pixel_rays, render_zbuffer
+from humans.shared.synth.scene import Scene, sample_scene
 from humans.shared.humans.keypoints import NUM_KEYPOINTS
 from humans.shared.humans.parts import PART_INDEX
 

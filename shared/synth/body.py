@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from humans.heads.synth.face import FaceParams, face_atlas, face_template, sample_face
-from humans.heads.synth.geometry import Prim, frame_along, intersect, rot_axis, rot_x, rot_y, rot_z
+from humans.shared.synth.face import FaceParams, face_atlas, face_template, sample_face
+from humans.shared.synth.geometry import Prim, frame_along, intersect, rot_axis, rot_x, rot_y, rot_z
 from humans.shared.humans.keypoints import FINGERS, KEYPOINT_INDEX, KEYPOINT_NAMES, NUM_KEYPOINTS
 from humans.shared.humans.parts import PART_INDEX
 

@@ -1,7 +1,7 @@
-"""``python -m heads synth``: write a synthetic labelled data set and/or a preview contact sheet.
+"""``humans-synth`` (also ``humans-heads synth``): write a synthetic labelled data set and/or a preview contact sheet.
 
 ``register(subparsers)`` adds the ``synth`` subcommand (used by heads/cli.py); ``main(argv)`` runs it
-standalone (``python -m heads.synth``).
+standalone (``python -m shared.synth``).
 """
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import os
 import sys
 from pathlib import Path
 
-from humans.heads.synth import LABELS
+from humans.shared.synth import LABELS
 from humans.shared.cli import HelpFormatter, examples, add_threads
 
 DESCRIPTION = ("Generate synthetic labelled humans (image, 308 keypoints, 29-class parts, mask, normals, "
                "pointmap, albedo) in the humans-dense-v1 format, and/or a PNG contact sheet.")
 
 
-EPILOG = examples("humans-heads synth --out DATA --count 2000 --size 512 --preview")
+EPILOG = examples("humans-synth --out DATA --count 2000 --size 512 --preview")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,10 +44,10 @@ def run(a: argparse.Namespace) -> int:
     from humans.shared.runtime import setup_runtime
 
     setup_runtime()
-    from humans.heads.synth.preview import sample_to_item, write_preview
-    from humans.heads.synth.render import generate
-    from humans.heads.synth.scene import parse_size
-    from humans.heads.synth.writer import read_item, write_dataset
+    from humans.shared.synth.preview import sample_to_item, write_preview
+    from humans.shared.synth.render import generate
+    from humans.shared.synth.scene import parse_size
+    from humans.shared.synth.writer import read_item, write_dataset
 
     try:
         size = parse_size(a.size)
@@ -98,7 +98,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m heads.synth", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog="humans-synth", description=DESCRIPTION,
                                 formatter_class=HelpFormatter, epilog=EPILOG)
     add_arguments(p)
     return run(p.parse_args(argv))

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from humans.heads.synth import background as bgmod
-from humans.heads.synth.body import Person, build_person, sample_cloth
-from humans.heads.synth.geometry import Prim, frame_along, pixel_rays, rot_axis
+from humans.shared.synth import background as bgmod
+from humans.shared.synth.body import Person, build_person, sample_cloth
+from humans.shared.synth.geometry import Prim, frame_along, pixel_rays, rot_axis
 from humans.shared.humans.keypoints import BODY, FACE, KEYPOINT_INDEX
 
 FRAMINGS = ("full", "upper", "head", "part")

@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from humans.heads.synth import FORMAT, LABELS
-from humans.heads.synth.render import POINTMAP_CONVENTION, Sample, generate
-from humans.heads.synth.scene import parse_size
+from humans.shared.synth import FORMAT, LABELS
+from humans.shared.synth.render import POINTMAP_CONVENTION, Sample, generate
+from humans.shared.synth.scene import parse_size
 from humans.shared.humans.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON
 from humans.shared.humans.parts import NUM_PARTS, PART_COLORS, PART_NAMES
 
@@ -148,7 +148,7 @@ def _check_params(out: Path, params: dict) -> None:
         foreign = [n for n in ("images", "keypoints.json", "meta.json", "parts", "records") if (out / n).exists()]
         if foreign:
             raise ValueError(f"{out}: holds {', '.join(foreign)} but no synth_params.json, so it was not written "
-                             "by heads.synth; refusing to write into it (nothing was changed); choose a new --out")
+                             "by shared.synth; refusing to write into it (nothing was changed); choose a new --out")
         _atomic_bytes(path, json.dumps(params, indent=1).encode())
 
 
@@ -234,7 +234,7 @@ def finalize(out: Path, count: int, params: dict) -> None:
     labels = params["labels"]
     if "keypoints" in labels:
         coco = {
-            "info": {"description": "humans synthetic labelled humans (heads.synth)", "format": FORMAT,
+            "info": {"description": "humans synthetic labelled humans (shared.synth)", "format": FORMAT,
                      "keypoint_convention": PIXEL_CONVENTION},
             "images": images, "annotations": anns,
             "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": KEYPOINT_NAMES,
@@ -255,7 +255,7 @@ def finalize(out: Path, count: int, params: dict) -> None:
                          "blur); per-image light and camera in keypoints.json images[] (and records/)",
         "labels": ["images"] + list(labels),
         "part_names": PART_NAMES,
-        "size": params["size"], "seed": params["seed"], "generator": "heads.synth",
+        "size": params["size"], "seed": params["seed"], "generator": "shared.synth",
         "generator_version": params["version"],
     }
     _atomic_bytes(out / "meta.json", json.dumps(meta, indent=1).encode())

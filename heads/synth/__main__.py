@@ -1,5 +1,0 @@
-"""``python -m heads.synth``: the synth command without the rest of the heads CLI."""
-from humans.heads.synth.cli import main
-
-if __name__ == "__main__":
-    raise SystemExit(main())
