@@ -1,10 +1,14 @@
-"""Linear probing: one linear layer per task on frozen features of each backbone, one table.
+"""Linear probing: one linear map per task on frozen features of each backbone, solved to convergence.
 
-For every backbone and task, features of the training and held-out images are computed once (cached
-in memory across tasks: the dense tasks share whole-image features, pose uses person crops; and on
-disk with ``cache_dir``), a ``LinearProbe`` (1x1 linear layer + bilinear upsampling) is trained on them
-and evaluated. The table has one row per metric and one column per backbone, plus the mean-prediction
-baseline; arrows tell whether higher or lower is better.
+For every backbone and task, features of the training and held-out images are computed once (the
+dense tasks share whole-image features, pose uses person crops; cached on disk with ``cache_dir``)
+from several evenly spaced depths of the backbone, concatenated. ``heads.probe_solver`` fits one
+linear map per task in closed form (ridge, regularisation chosen on a held-out part of the training
+images; segmentation: softmax regression by L-BFGS), reporting the fit's train and held-out loss.
+No skip connection, no decoder, no image input: only the backbone's tokens. The table has one row per
+metric and one column per backbone, plus the mean-prediction baseline (the same probe without features: the per-position mean of the
+training targets, so a backbone scores above it only with information its features add); arrows
+tell whether higher or lower is better.
 """
 from __future__ import annotations
 
@@ -18,12 +22,19 @@ import torch
 from humans.heads.config import HeadConfig
 from humans.heads.data.dataset import DenseData
 from humans.heads.data.features import FeatureCache, FeatureExtractor
-from humans.heads.evaluate import evaluate_head, evaluate_outputs, mean_baseline
-from humans.heads.models.model import make_head
-from humans.heads.train import fit, prepare_task
+from humans.heads.data.transforms import gaussian_heatmaps
+from humans.heads.evaluate import evaluate_outputs
+from humans.heads.probe_solver import (LinearMap, fit_ridge, fit_softmax, shuffle_factor, targets_to_token_rows,
+                                       to_token_rows)
+from humans.heads.train import TaskTensors, prepare_task
+from humans.shared.humans.parts import NUM_PARTS
 from humans.shared.log import get_logger
 
 log = get_logger("heads.probe")
+
+# the one metric per task that ranks backbones (and whether higher is better)
+PRIMARY = {"pose": ("PCK@0.1", True), "seg": ("mIoU", True), "normal": ("mean_deg", False),
+           "pointmap": ("si_error", False), "albedo": ("MAE", False)}
 
 # (task, metric key, label, higher is better)
 ROWS = [("pose", "AP", "pose OKS AP", True), ("pose", "PCK@0.1", "pose PCK@0.1", True),
@@ -75,12 +86,49 @@ def format_table(results: dict[str, dict[str, dict]], tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_probe(backbones: list[tuple[str, str]], data_dir: str, tasks: list[str], layers: list[int],
-              size: tuple[int, int], epochs: int = 30, batch_size: int = 16, lr: float = 1e-2,
-              val_frac: float = 0.25, val_data: str | None = None, label_stride: int = 4, seed: int = 0,
-              baseline: bool = True,
-              cache_dir: str | None = None, write_results: str | None = None, device: str = "cpu") -> dict:
-    """Probe every backbone on every task; returns ``{"results", "seconds", "table", ...}``."""
+def _no_features(feats: torch.Tensor) -> torch.Tensor:
+    """The constant (zero) features the mean-prediction baseline was fitted on, on ``feats``' grid."""
+    return torch.zeros(feats.shape[0], 1, *feats.shape[-2:])
+
+
+def even_layers(depth: int, count: int = 4) -> list[int]:
+    """``count`` evenly spaced block indices ending at the last block (fewer when the backbone is shallow)."""
+    count = max(1, min(count, depth))
+    return sorted({round((i + 1) * depth / count) - 1 for i in range(count)})
+
+
+def resolve_layers(spec: list[int] | str, depth: int) -> list[int]:
+    """``"auto"`` -> ``even_layers(depth)``; a list is used as given."""
+    return even_layers(depth) if spec == "auto" else list(spec)
+
+
+def fit_task(tt: TaskTensors, cfg: HeadConfig, seed: int = 0, use_features: bool = True) -> LinearMap:
+    """The linear probe of ``cfg.task`` on ``tt`` (features [N, D, h, w] and labels). Without
+    ``use_features`` the same probe sees constant features: it fits only its per-position intercept,
+    i.e. the per-position mean of the training targets (seg: log class frequencies), the mean-prediction
+    baseline that every backbone has to beat."""
+    n, _, h, w = tt.feats.shape
+    x = to_token_rows(tt.feats if use_features else _no_features(tt.feats))
+    t = tt.targets
+    if cfg.task == "pose":
+        hm, _ = gaussian_heatmaps(t["kpts"], cfg.heatmap_hw, cfg.heatmap_stride, cfg.heatmap_sigma)
+        r = shuffle_factor((h, w), cfg.heatmap_hw)
+        return fit_ridge(x, targets_to_token_rows(hm, (h, w), r, "area"), r, h * w, seed=seed)
+    label_hw = cfg.out_hw()
+    r = shuffle_factor((h, w), label_hw)
+    if cfg.task == "seg":
+        labels = targets_to_token_rows(t["parts"][:, None], (h, w), r, "nearest").long()
+        return fit_softmax(x, labels, NUM_PARTS, r, h * w, seed=seed)
+    valid = targets_to_token_rows(t["valid"][:, None].float(), (h, w), r, "nearest")
+    y = t[cfg.task].float().permute(0, 3, 1, 2) * t["valid"][:, None].float()
+    return fit_ridge(x, targets_to_token_rows(y, (h, w), r, "nearest"), r, h * w, valid=valid, seed=seed)
+
+
+def run_probe(backbones: list[tuple[str, str]], data_dir: str, tasks: list[str], layers: list[int] | str,
+              size: tuple[int, int], val_frac: float = 0.25, val_data: str | None = None, label_stride: int = 4,
+              seed: int = 0, baseline: bool = True, cache_dir: str | None = None,
+              write_results: str | None = None, device: str = "cpu") -> dict:
+    """Probe every backbone on every task; returns ``{"results", "fits", "seconds", "table", ...}``."""
     from humans.shared.backbone import load_backbone
 
     torch.manual_seed(seed)
@@ -93,40 +141,47 @@ def run_probe(backbones: list[tuple[str, str]], data_dir: str, tasks: list[str],
         train_keys, val_keys = data.split(val_frac, seed)
     cache = FeatureCache(cache_dir)
     results: dict[str, dict[str, dict]] = {}
+    fits: dict[str, dict[str, dict]] = {}
     seconds: dict[str, float] = {}
     base: dict[str, dict] = {}
     counts: dict[str, tuple[int, int]] = {}
+    used_layers: dict[str, list[int]] = {}
     for label, path in backbones:
         t0 = time.time()
         backbone = load_backbone(path)
-        results[label] = {}
+        chosen = resolve_layers(layers, int(backbone.num_layers))
+        used_layers[label] = chosen
+        extractor = FeatureExtractor(backbone, chosen)
+        results[label], fits[label] = {}, {}
         for task in tasks:
-            cfg = HeadConfig(task=task, kind="linear", backbone=str(Path(path).resolve()), layers=layers, size=size,
-                             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.0, flip_aug=False,
-                             flip_test=False, val_frac=val_frac, seed=seed, label_stride=label_stride)
+            cfg = HeadConfig(task=task, kind="linear", backbone=str(Path(path).resolve()), layers=chosen, size=size,
+                             flip_aug=False, flip_test=False, val_frac=val_frac, seed=seed,
+                             label_stride=label_stride)
             tr_items, va_items = data.items(task, train_keys), val_set.items(task, val_keys)
             if not tr_items or not va_items:
                 log.warning("%s: no labelled %s samples (train %d, held-out %d): skipped", label, task,
                             len(tr_items), len(va_items))
                 continue
             counts[task] = (len(tr_items), len(va_items))
-            extractor = FeatureExtractor(backbone, layers, cfg.pixel_mean, cfg.pixel_std)
             tt = prepare_task(data, tr_items, cfg, extractor, cache, device=device)
-            torch.manual_seed(seed)
-            head = make_head(cfg, backbone)
-            hist = fit(head, tt, cfg, desc=f"{label}/{task}: probe", device=device)
-            results[label][task] = evaluate_head(head, cfg, val_set, va_items, extractor, cache, device=device)
-            log.info("%s/%s: loss %.4f -> %.4f; %s", label, task, hist[0], hist[-1],
+            lmap = fit_task(tt, cfg, seed)
+            vt = prepare_task(val_set, va_items, cfg, extractor, cache, device=device)
+            out_hw = cfg.out_hw()
+            results[label][task] = evaluate_outputs(lambda f, img: lmap(f.cpu(), out_hw), vt, val_set, cfg)
+            fits[label][task] = lmap.report
+            log.info("%s/%s: %s lambda %g, train loss %.4g, held-out loss %.4g; %s", label, task,
+                     lmap.report["solver"], lmap.report["lambda"], lmap.report["train_loss"],
+                     lmap.report["heldout_loss"],
                      {k: round(v, 4) for k, v in results[label][task].items() if "/" not in k})
             if baseline and task not in base:
-                vt = prepare_task(val_set, va_items, cfg, extractor, cache, device=device)
-                base[task] = evaluate_outputs(mean_baseline(tt, cfg), vt, val_set, cfg, device=device)
+                bmap = fit_task(tt, cfg, seed, use_features=False)
+                base[task] = evaluate_outputs(lambda f, img: bmap(_no_features(f), out_hw), vt, val_set, cfg)
         seconds[label] = round(time.time() - t0, 1)
     if baseline:
         results["mean baseline"] = base
     table = format_table(results, tasks)
-    out = {"results": results, "seconds": seconds, "samples": counts, "table": table, "layers": layers,
-           "size": list(size), "epochs": epochs}
+    out = {"results": results, "fits": fits, "seconds": seconds, "samples": counts, "table": table,
+           "layers": used_layers, "size": list(size), "label_stride": label_stride}
     if write_results:
         write_markdown(write_results, out, backbones, data_dir)
     return out
@@ -137,8 +192,11 @@ def write_markdown(path: str, res: dict, backbones: list[tuple[str, str]], data_
     text = [
         "# Linear probes on frozen backbones", "",
         f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, no GPU. Data: `{data_dir}` "
-        f"(train/held-out samples: {ns}). Input {res['size'][0]}x{res['size'][1]}, layers {res['layers']}, "
-        f"{res['epochs']} epochs of one 1x1 linear layer per task (bilinear upsampling, no decoder).", "",
+        f"(train/held-out samples: {ns}). Input {res['size'][0]}x{res['size'][1]}; features of blocks "
+        f"{res['layers']} concatenated; one linear map per token and task (pixel-shuffled to labels at 1/"
+        f"{res['label_stride']} of the input), solved to convergence: ridge in closed form (pose heatmaps, "
+        "pointmap, normals, albedo) or softmax regression by L-BFGS (segmentation), regularisation chosen on "
+        "a held-out fifth of the training images. No skip connection, no decoder.", "",
         "Backbones: " + ", ".join(f"{lab} = `{p}`" for lab, p in backbones) + ".", "",
         res["table"], "",
         "Seconds per backbone (features + five probes + evaluation): "

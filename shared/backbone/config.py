@@ -156,6 +156,13 @@ _CONFIGS: dict[str, BackboneConfig] = {
     "sapiens2-small": BackboneConfig(name="sapiens2-small", embed_dim=384, depth=12, num_heads=6,
                                      kv_heads=2, ffn_dim=1536, window_layers=3, window_size=8,
                                      pool_stride=2, layerscale_init=1e-4, default_input=(224, 224)),
+    # the learning study (issue #12): plain global ViTs with 8 px patches, so a 128x96 probe input
+    # gives a 16x12 token grid (body parts stay apart); same blocks as the family (RMSNorm, SwiGLU,
+    # QK-norm, GQA in the middle third, 2D RoPE in patch units so pretraining and probe sizes may differ)
+    "study-s8": BackboneConfig(name="study-s8", patch_size=8, embed_dim=128, depth=6, num_heads=4, kv_heads=2,
+                               ffn_dim=384, hierarchical=False, default_input=(128, 96)),
+    "study-m8": BackboneConfig(name="study-m8", patch_size=8, embed_dim=384, depth=12, num_heads=6, kv_heads=2,
+                               ffn_dim=1024, hierarchical=False, default_input=(128, 96)),
     # the Sapiens2 table: 1K plain global ViTs, then their 4K hierarchical variants
     **_BASE,
     **{f"{n}-4k": _large_4k(c, _WINDOW_LAYERS_4K[n]) for n, c in _BASE.items()},
