@@ -6,11 +6,11 @@ keys are those of ``heads.config.HeadConfig`` (command-line options win).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from humans.heads import TASKS
+from humans.heads.tasks import TASKS
+from humans.heads.tasks import describe as describe_tasks
 from humans.shared.cli import HelpFormatter, add_set, examples
 
 
@@ -39,8 +39,7 @@ def resolve_device(name: str) -> str:
 
 def _common_model(p: argparse.ArgumentParser, task_required: bool) -> None:
     p.add_argument("--task", choices=TASKS, required=task_required,
-                   help="the task: pose (308 keypoint heatmaps), seg (29 body parts), pointmap (X, Y, Z per "
-                        "pixel), normal (unit normals), albedo (RGB reflectance)")
+                   help=f"the task: {describe_tasks()}")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
@@ -263,8 +262,10 @@ def _dispatch(a: argparse.Namespace) -> int:
                         cache_dir=a.cache_dir, write_results=a.write_results, device=resolve_device(a.device))
         print(res["table"])
         if a.json:
+            from humans.shared.atomic import atomic_write_json
+
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.json).write_text(json.dumps({k: v for k, v in res.items() if k != "table"}, indent=2))
+            atomic_write_json(a.json, {k: v for k, v in res.items() if k != "table"}, sort_keys=False)
         return 0
     if a.command == "predict":
         from humans.heads.predict import run_predict

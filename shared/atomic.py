@@ -67,10 +67,12 @@ def atomic_path(path: str | Path, tmp: str | Path | None = None, suffix: str = "
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb", fsync: bool = True, **open_kw) -> Iterator[IO]:
+def atomic_write(path: str | Path, mode: str = "wb", fsync: bool = True, tmp: str | Path | None = None,
+                 **open_kw) -> Iterator[IO]:
     """Yield an open file (``mode`` "wb" or "w") whose contents replace ``path`` when the block ends
-    normally (flushed and, with ``fsync``, on disk first)."""
-    with atomic_path(path) as tmp:
+    normally (flushed and, with ``fsync``, on disk first; ``fsync=False`` for many small files whose
+    loss in a power cut is acceptable). ``tmp``: another temporary name than ``NAME.tmpPID``."""
+    with atomic_path(path, tmp) as tmp:
         with open(tmp, mode, **open_kw) as fh:
             yield fh
             fh.flush()
@@ -78,8 +80,8 @@ def atomic_write(path: str | Path, mode: str = "wb", fsync: bool = True, **open_
                 os.fsync(fh.fileno())
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_write(path, "wb") as fh:
+def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True, tmp: str | Path | None = None) -> None:
+    with atomic_write(path, "wb", fsync=fsync, tmp=tmp) as fh:
         fh.write(data)
 
 

@@ -3,9 +3,9 @@
 visualisation and export form). Every consumer in ``heads/`` looks a task up with ``get_task`` instead
 of branching on its name.
 
-Adding a task: write ``heads/tasks/<name>.py`` with its ``SPEC`` and append ``<name>`` to ``TASKS``
-(docs/ARCHITECTURE.md). The spec modules are imported on first use, so ``TASKS`` costs nothing to read
-(the command line's ``--help`` does not import torch).
+Adding a task: write ``heads/tasks/<name>.py`` with its ``SPEC`` and add one line to ``REGISTRY``
+(docs/ARCHITECTURE.md). The spec modules are imported on first use, so the registry costs nothing to
+read (the command line's ``--help`` does not import torch).
 """
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from humans.heads.tasks.base import TaskSpec
 
-TASKS = ("pose", "seg", "pointmap", "normal", "albedo")
+# task name -> what its output is (for --help); the order is the order of tables and runs
+REGISTRY = {
+    "pose": "308 keypoint heatmaps",
+    "seg": "29 body parts",
+    "pointmap": "X, Y, Z per pixel",
+    "normal": "unit normals",
+    "albedo": "RGB reflectance",
+}
+TASKS = tuple(REGISTRY)
 
 _LOADED: dict[str, "TaskSpec"] = {}
 
@@ -33,4 +41,9 @@ def get_task(name: str) -> "TaskSpec":
     return spec
 
 
-__all__ = ["TASKS", "get_task"]
+def describe() -> str:
+    """``pose (308 keypoint heatmaps), seg (29 body parts), ...`` for --help."""
+    return ", ".join(f"{name} ({what})" for name, what in REGISTRY.items())
+
+
+__all__ = ["REGISTRY", "TASKS", "describe", "get_task"]

@@ -17,7 +17,6 @@ from humans.heads.tasks.base import MapTask
 
 class AlbedoTask(MapTask):
     name = "albedo"
-    help = "albedo (RGB reflectance)"
     label_folder = ("albedo", ALBEDO_EXTS)
     metric_rows = (("MAE", "albedo MAE", False), ("PSNR", "albedo PSNR (dB)", True))
 

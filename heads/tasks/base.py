@@ -38,7 +38,6 @@ class TaskSpec:
     """Base of all task specs (see the module docstring); subclasses override what differs."""
 
     name: str = ""
-    help: str = ""                            # one phrase for --help: what the output is
     channels: int = 0                         # output channels of the head
     decoder: str = "dense"                    # full head: "deconv" (PoseHead) or "dense" (DenseHead)
     default_width: int = 128                  # full head width when HeadConfig.channels is None

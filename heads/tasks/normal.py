@@ -20,7 +20,6 @@ from humans.heads.tasks.base import MapTask
 
 class NormalTask(MapTask):
     name = "normal"
-    help = "normal (unit normals)"
     label_folder = ("normals", DENSE_EXTS)
     metric_rows = (("mean_deg", "normal mean angle (deg)", False),
                    ("median_deg", "normal median angle (deg)", False),

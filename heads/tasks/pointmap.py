@@ -17,7 +17,6 @@ from humans.heads.tasks.base import MapTask
 
 class PointmapTask(MapTask):
     name = "pointmap"
-    help = "pointmap (X, Y, Z per pixel)"
     label_folder = ("pointmap", DENSE_EXTS)
     metric_rows = (("si_error", "pointmap scale-inv. error", False),
                    ("kpt_error", "pointmap error at keypoints", False))

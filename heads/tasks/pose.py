@@ -34,7 +34,6 @@ def _colour(idx: int) -> tuple[int, int, int]:
 
 class PoseTask(TaskSpec):
     name = "pose"
-    help = "pose (308 keypoint heatmaps)"
     channels = NUM_KEYPOINTS
     decoder = "deconv"
     default_width = 256
