@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from humans.heads.tasks import TASKS, get_task
+from humans.heads.tasks import REGISTRY, get_task
 from humans.shared.config import StrictModel, load_config
 
 
@@ -28,7 +28,7 @@ class LossConfig(StrictModel):
 
 
 class HeadConfig(StrictModel):
-    task: str                               # one of heads.tasks.TASKS
+    task: str                               # one of heads.tasks.REGISTRY
     kind: Literal["head", "linear"] = "head"
     backbone: str = ""                      # path of the backbone checkpoint (safetensors)
     backbone_config: dict = Field(default_factory=dict)  # the backbone's config, for the record
@@ -55,8 +55,8 @@ class HeadConfig(StrictModel):
     @field_validator("task")
     @classmethod
     def _task(cls, v: str) -> str:
-        if v not in TASKS:
-            raise ValueError(f"allowed {', '.join(TASKS)}")
+        if v not in REGISTRY:
+            raise ValueError(f"allowed {', '.join(REGISTRY)}")
         return v
 
     @field_validator("layers")

@@ -32,8 +32,8 @@ def get_task(name: str) -> "TaskSpec":
     """The spec of task ``name`` (ValueError naming the allowed tasks otherwise)."""
     spec = _LOADED.get(name)
     if spec is None:
-        if name not in TASKS:
-            raise ValueError(f"task {name!r}: allowed {', '.join(TASKS)}")
+        if name not in REGISTRY:
+            raise ValueError(f"task {name!r}: allowed {', '.join(REGISTRY)}")
         spec = importlib.import_module(f"{__name__}.{name}").SPEC
         if spec.name != name:
             raise AssertionError(f"heads/tasks/{name}.py declares a spec named {spec.name!r}")
