@@ -6,8 +6,7 @@ import argparse
 import json
 import sys
 
-from humans.shared.cli import HelpFormatter, add_config, add_out, add_set, add_threads, examples
-from humans.shared.runtime import setup_runtime
+from humans.shared.cli import HelpFormatter, add_config, add_out, add_set, add_threads, examples, run_cli
 
 EXIT_NO_SAMPLES = 3  # the run finished but kept nothing (2: bad input, found before any work)
 
@@ -169,16 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_runtime()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except Exception as exc:
-        if not isinstance(exc, _user_errors()):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), argv, _user_errors)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import Field, model_validator
 
+from humans.shared.cli import set_dotted
 from humans.shared.config import ConfigError, StrictModel, load_yaml, validate
 
 from .download import DownloadConfig
@@ -196,15 +196,12 @@ class PipelinesFile(StrictModel):
     pipelines: dict[str, PipelineConfig]
 
 
-def _coerce(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
-
-
 def apply_overrides(raw: dict, pipeline: str, overrides: dict[str, Any] | None) -> dict:
     """Set ``{"person.min_score": 0.6, "samples_per_shard": 10}`` in pipeline ``pipeline`` of ``raw``.
 
     A dotted key whose first part names a stage addresses that stage; otherwise it addresses the
-    pipeline itself. Unknown keys are left for validation to report.
+    pipeline itself. Unknown keys are left for validation to report. Values are taken as given
+    (``--set`` strings are parsed once, by ``shared.cli.parse_set``).
     """
     if not overrides:
         return raw
@@ -213,8 +210,6 @@ def apply_overrides(raw: dict, pipeline: str, overrides: dict[str, Any] | None) 
         return raw
     stages = {s.get("name"): s for s in pipe.get("stages", []) if isinstance(s, dict)}
     for key, value in overrides.items():
-        if isinstance(value, str):
-            value = _coerce(value)
         parts = key.split(".")
         if parts[0] in STAGE_ORDER:
             if parts[0] not in stages:
@@ -223,9 +218,7 @@ def apply_overrides(raw: dict, pipeline: str, overrides: dict[str, Any] | None) 
             target, parts = stages[parts[0]], parts[1:]
         else:
             target = pipe
-        for p in parts[:-1]:
-            target = target.setdefault(p, {})
-        target[parts[-1]] = value
+        set_dotted(target, {".".join(parts): value}, f"override '{key}'")
     return raw
 
 
@@ -262,9 +255,3 @@ def load_pipeline(pipeline: str = "humans", config_path: str | Path | None = Non
     doc = validate(PipelinesFile, raw, source=str(path))
     return doc.pipelines[pipeline]
 
-
-def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """``--set key=value`` strings -> overrides (the one parser, ``shared.cli.parse_set``)."""
-    from humans.shared.cli import parse_set as _parse
-
-    return _parse(items)

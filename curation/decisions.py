@@ -6,7 +6,6 @@ concatenable even when a task happens to have only nulls in a column.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from humans.shared.atomic import atomic_path
 from humans.shared.schema import STAGES_DIR
 
 from .config import STAGE_DIRS
@@ -58,9 +58,8 @@ def stage_dir(run_dir: str | Path, stage: str) -> Path:
 
 def _atomic_parquet(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def write_rows(path: str | Path, rows: list[dict[str, Any]], arrow_schema: pa.Schema) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from humans.shared.atomic import AtomicFile
 from humans.shared.imageio import decode_rgb, encode_jpeg, encode_png
 from humans.shared.log import get_logger, progress
 
@@ -428,7 +428,8 @@ def make_demo_pool(out_dir: str | os.PathLike, n_people: int | None = None, seed
         if not overwrite:
             raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    dest = AtomicFile(out, tmp=tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = dest.tmp
     try:
         (tmp / "images").mkdir()
         items = _Builder(seed, counts).build()
@@ -447,11 +448,9 @@ def make_demo_pool(out_dir: str | os.PathLike, n_people: int | None = None, seed
                             ("expected_reject_stage", pa.string()), ("dup_group", pa.string()),
                             ("dup_of", pa.string()), ("notes", pa.string())])
         pq.write_table(pa.table(rows, schema=schema), tmp / "labels.parquet")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        dest.commit()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        dest.abort()
         raise
     log.info("demo pool: %d items (%s scale, seed %d) in %s", len(items), scale, seed, out)
     return out

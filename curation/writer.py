@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from humans.shared.atomic import atomic_path
 from humans.shared.schema import INDEX_NAME, SampleMeta, shard_name
 from humans.shared.shards import ShardInfo, ShardWriter, atomic_write_json, keys_digest, write_manifest
 
@@ -118,9 +119,8 @@ def finish(run_dir: str | Path, records: list[dict], extra_manifest: dict | None
     run = Path(run_dir)
     rows = [r for rec in sorted(records, key=lambda x: x["info"]["name"]) for r in rec["index"]]
     cols = {f.name: [r.get(f.name) for r in rows] for f in INDEX_SCHEMA}
-    tmp = run / (INDEX_NAME + ".tmp")
-    pq.write_table(pa.table(cols, schema=INDEX_SCHEMA), tmp)
-    tmp.replace(run / INDEX_NAME)
+    with atomic_path(run / INDEX_NAME, tmp=run / (INDEX_NAME + ".tmp")) as tmp:
+        pq.write_table(pa.table(cols, schema=INDEX_SCHEMA), tmp)
     manifest = write_manifest(run, [ShardInfo(**rec["info"]) for rec in records], extra_manifest)
     return run / INDEX_NAME, manifest
 

@@ -3,6 +3,6 @@ pointmap, surface normals and albedo; full heads, linear probes, training, evalu
 overlays and export. Entry point: ``python -m heads`` (see ``heads.cli``)."""
 from __future__ import annotations
 
-TASKS = ("pose", "seg", "pointmap", "normal", "albedo")
+from humans.heads.tasks import TASKS  # the task registry (one spec module per task: heads/tasks/)
 
 __all__ = ["TASKS"]

@@ -6,12 +6,11 @@ keys are those of ``heads.config.HeadConfig`` (command-line options win).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-from humans.heads import TASKS
-from humans.shared.cli import HelpFormatter, add_set, examples
+from humans.heads.tasks import TASKS
+from humans.heads.tasks import describe as describe_tasks
+from humans.shared.cli import HelpFormatter, add_set, examples, run_cli
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -39,8 +38,7 @@ def resolve_device(name: str) -> str:
 
 def _common_model(p: argparse.ArgumentParser, task_required: bool) -> None:
     p.add_argument("--task", choices=TASKS, required=task_required,
-                   help="the task: pose (308 keypoint heatmaps), seg (29 body parts), pointmap (X, Y, Z per "
-                        "pixel), normal (unit normals), albedo (RGB reflectance)")
+                   help=f"the task: {describe_tasks()}")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
@@ -172,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     _probe_parser(sub)
     _predict_parser(sub)
     _export_parser(sub)
+    for name, func in COMMANDS.items():
+        sub.choices[name].set_defaults(func=func)
     try:
         from humans.shared.synth.cli import register  # the synthetic data generator, when installed
     except ImportError:
@@ -215,72 +215,82 @@ def _print_metrics(title: str, metrics: dict) -> None:
         print(f"  {k:<28} {v:.4f}" if isinstance(v, float) else f"  {k:<28} {v}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from humans.shared.runtime import setup_runtime
-
-    setup_runtime()
-    parser = build_parser()
-    a = parser.parse_args(argv)
+def _set_threads(a: argparse.Namespace) -> None:
     if getattr(a, "threads", None):
         import torch
         torch.set_num_threads(a.threads)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
     from humans.heads.data.io import AnnotationError
     from humans.shared.config import ConfigError
-    try:
-        return _dispatch(a)
-    except (AnnotationError, ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return (AnnotationError, ConfigError, FileNotFoundError, ValueError)
 
 
-def _dispatch(a: argparse.Namespace) -> int:
-    if a.command == "train":
-        from humans.heads.train import run_train
-        cfg = _train_config(a)
-        res = run_train(cfg, a.data, a.out, a.val_data, a.keypoints, a.cache_dir, device=resolve_device(a.device))
-        _print_metrics(f"{cfg.task} ({cfg.kind}) held-out metrics, {res['val_samples']} samples:", res["metrics"])
-        print(f"wrote {Path(a.out) / 'head.safetensors'}")
-        return 0
-    if a.command == "eval":
-        from humans.heads.evaluate import run_eval
-        out = a.out or str(Path(a.checkpoint).with_name("eval.json"))
-        res = run_eval(a.checkpoint, a.data, out, a.backbone, a.keypoints, a.cache_dir, a.split,
-                       device=resolve_device(a.device))
-        if a.task and a.task != res["task"]:
-            raise ValueError(f"--task {a.task} but the checkpoint is a {res['task']} head")
-        _print_metrics(f"{res['task']} metrics on {res['samples']} samples ({a.split}):", res["metrics"])
-        print(f"wrote {out}")
-        return 0
-    if a.command == "probe":
-        from humans.heads.config import parse_layers, parse_size
-        from humans.heads.probe import parse_backbones, run_probe
-        tasks = [t for t in a.tasks.split(",") if t]
-        bad = [t for t in tasks if t not in TASKS]
-        if bad:
-            raise ValueError(f"--tasks: unknown {bad}; allowed {', '.join(TASKS)}")
-        layers = "auto" if a.layers.strip() == "auto" else parse_layers(a.layers)
-        res = run_probe(parse_backbones(a.backbone), a.data, tasks, layers=layers,
-                        size=parse_size(a.size), val_frac=a.val_frac, val_data=a.val_data, label_stride=a.label_stride, seed=a.seed,
-                        baseline=not a.no_baseline,
-                        cache_dir=a.cache_dir, write_results=a.write_results, device=resolve_device(a.device))
-        print(res["table"])
-        if a.json:
-            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.json).write_text(json.dumps({k: v for k, v in res.items() if k != "table"}, indent=2))
-        return 0
-    if a.command == "predict":
-        from humans.heads.predict import run_predict
-        paths = run_predict(a.checkpoint, a.images, a.out, task=a.task, bbox=a.bbox, backbone=a.backbone,
-                            min_score=a.min_score, device=resolve_device(a.device))
-        for p in paths:
-            print(p)
-        return 0
-    if a.command == "export":
-        from humans.heads.export import run_export
-        res = run_export(a.checkpoint, a.out, a.format, task=a.task, backbone=a.backbone, atol=a.atol)
-        print(f"wrote {res['path']} ({a.format}); max |diff| vs PyTorch {res['max_abs_diff']:.2e} "
-              f"(tolerance {a.atol:g})")
-        return 0
-    if a.command == "synth":
-        return int(a.func(a) or 0) if hasattr(a, "func") else 0
-    raise AssertionError(a.command)
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser(), argv, _user_errors, before=_set_threads)
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from humans.heads.train import run_train
+    cfg = _train_config(a)
+    res = run_train(cfg, a.data, a.out, a.val_data, a.keypoints, a.cache_dir, device=resolve_device(a.device))
+    _print_metrics(f"{cfg.task} ({cfg.kind}) held-out metrics, {res['val_samples']} samples:", res["metrics"])
+    print(f"wrote {Path(a.out) / 'head.safetensors'}")
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from humans.heads.evaluate import run_eval
+    out = a.out or str(Path(a.checkpoint).with_name("eval.json"))
+    res = run_eval(a.checkpoint, a.data, out, a.backbone, a.keypoints, a.cache_dir, a.split,
+                   device=resolve_device(a.device))
+    if a.task and a.task != res["task"]:
+        raise ValueError(f"--task {a.task} but the checkpoint is a {res['task']} head")
+    _print_metrics(f"{res['task']} metrics on {res['samples']} samples ({a.split}):", res["metrics"])
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_probe(a: argparse.Namespace) -> int:
+    from humans.heads.config import parse_layers, parse_size
+    from humans.heads.probe import parse_backbones, run_probe
+    tasks = [t for t in a.tasks.split(",") if t]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise ValueError(f"--tasks: unknown {bad}; allowed {', '.join(TASKS)}")
+    layers = "auto" if a.layers.strip() == "auto" else parse_layers(a.layers)
+    res = run_probe(parse_backbones(a.backbone), a.data, tasks, layers=layers,
+                    size=parse_size(a.size), val_frac=a.val_frac, val_data=a.val_data,
+                    label_stride=a.label_stride, seed=a.seed,
+                    baseline=not a.no_baseline,
+                    cache_dir=a.cache_dir, write_results=a.write_results, device=resolve_device(a.device))
+    print(res["table"])
+    if a.json:
+        from humans.shared.atomic import atomic_write_json
+
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(a.json, {k: v for k, v in res.items() if k != "table"}, sort_keys=False)
+    return 0
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from humans.heads.predict import run_predict
+    paths = run_predict(a.checkpoint, a.images, a.out, task=a.task, bbox=a.bbox, backbone=a.backbone,
+                        min_score=a.min_score, device=resolve_device(a.device))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from humans.heads.export import run_export
+    res = run_export(a.checkpoint, a.out, a.format, task=a.task, backbone=a.backbone, atol=a.atol)
+    print(f"wrote {res['path']} ({a.format}); max |diff| vs PyTorch {res['max_abs_diff']:.2e} "
+          f"(tolerance {a.atol:g})")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "probe": _cmd_probe, "predict": _cmd_predict,
+            "export": _cmd_export}  # synth registers its own func (shared.synth.cli.register)

@@ -10,12 +10,14 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from humans.heads.tasks import REGISTRY, get_task
 from humans.shared.config import StrictModel, load_config
-
-Task = Literal["pose", "seg", "pointmap", "normal", "albedo"]
 
 
 class LossConfig(StrictModel):
+    """Weights of the loss terms (the one loss-config type: ``heads.losses`` takes it as is; see the
+    module docstring of ``heads.losses`` for the terms)."""
+
     l2: float = 1.0
     gradient: float = 1.0
     cosine: float = 1.0
@@ -26,7 +28,7 @@ class LossConfig(StrictModel):
 
 
 class HeadConfig(StrictModel):
-    task: Task
+    task: str                               # one of heads.tasks.REGISTRY
     kind: Literal["head", "linear"] = "head"
     backbone: str = ""                      # path of the backbone checkpoint (safetensors)
     backbone_config: dict = Field(default_factory=dict)  # the backbone's config, for the record
@@ -50,6 +52,13 @@ class HeadConfig(StrictModel):
     val_frac: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = 0
 
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        if v not in REGISTRY:
+            raise ValueError(f"allowed {', '.join(REGISTRY)}")
+        return v
+
     @field_validator("layers")
     @classmethod
     def _layers(cls, v: list[int]) -> list[int]:
@@ -70,10 +79,8 @@ class HeadConfig(StrictModel):
 
     def out_hw(self) -> tuple[int, int]:
         """Size of the model output and training targets: heatmaps for pose, input size / label_stride
-        for dense tasks (evaluation resizes outputs to each image's full resolution)."""
-        if self.task == "pose":
-            return self.heatmap_hw
-        return (max(1, self.size[0] // self.label_stride), max(1, self.size[1] // self.label_stride))
+        for dense tasks (evaluation resizes outputs to each image's full resolution): ``TaskSpec.out_hw``."""
+        return get_task(self.task).out_hw(self)
 
 
 def load_head_config(path: str) -> HeadConfig:

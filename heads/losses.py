@@ -1,4 +1,4 @@
-"""Training losses of the five heads, all masked by a per-pixel validity map where the task has one.
+"""Training losses of the five heads (each task's spec in ``heads.tasks`` picks its own), all masked by a per-pixel validity map where the task has one.
 
 - pose: heatmap MSE with online hard keypoint mining (OHEM: the hardest ``ratio`` of keypoints per
   image carry the loss);
@@ -17,11 +17,12 @@ prediction (texture) and measures only global colour balance.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from humans.heads.config import LossConfig
 
 
 def _as_mask(valid: Tensor | None, like: Tensor) -> Tensor:
@@ -114,19 +115,6 @@ def seg_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, dice_weigh
     return ce + dice_weight * dice_loss(logits, target, ignore_index=ignore_index)
 
 
-@dataclass
-class LossWeights:
-    """Weights of the loss terms (see the module docstring)."""
-
-    l2: float = 1.0
-    gradient: float = 1.0
-    cosine: float = 1.0
-    mean_colour: float = 1.0
-    dice: float = 1.0
-    ohem_ratio: float = 0.3
-    pointmap_abs: float = 0.1
-
-
 def scale_aligned(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
     """``s * pred`` with the per-image least-squares scale ``s = <pred, target> / <pred, pred>`` over
     valid pixels (differentiable): focal-normalised points are known only up to scale from one image."""
@@ -136,7 +124,7 @@ def scale_aligned(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> 
     return pred * (num / den).view(-1, 1, 1, 1)
 
 
-def pointmap_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossWeights = LossWeights()) -> Tensor:
+def pointmap_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossConfig = LossConfig()) -> Tensor:
     """L2 + gradient on the scale-aligned prediction (as the metric), plus ``w.pointmap_abs`` x plain L2
     anchoring the absolute scale."""
     aligned = scale_aligned(pred, target, valid)
@@ -144,26 +132,12 @@ def pointmap_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossWei
             + w.pointmap_abs * masked_mse(pred, target, valid))
 
 
-def normal_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossWeights = LossWeights()) -> Tensor:
+def normal_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossConfig = LossConfig()) -> Tensor:
     return (w.cosine * cosine_loss(pred, target, valid) + w.l2 * masked_mse(pred, target, valid)
             + w.gradient * gradient_loss(pred, target, valid))
 
 
-def albedo_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossWeights = LossWeights()) -> Tensor:
+def albedo_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossConfig = LossConfig()) -> Tensor:
     return (w.l2 * masked_mse(pred, target, valid) + w.gradient * gradient_loss(pred, target, valid)
             + w.mean_colour * mean_colour_loss(pred, target, valid))
 
-
-def task_loss(task: str, pred: Tensor, batch: dict, w: LossWeights = LossWeights()) -> Tensor:
-    """The training loss of ``task`` for a model output and a collated batch (see heads.data)."""
-    if task == "pose":
-        return heatmap_ohem_loss(pred, batch["heatmaps"], batch["kpt_weight"], w.ohem_ratio)
-    if task == "seg":
-        return seg_loss(pred, batch["parts"], dice_weight=w.dice)
-    if task == "pointmap":
-        return pointmap_loss(pred, batch["pointmap"], batch["valid"], w)
-    if task == "normal":
-        return normal_loss(pred, batch["normal"], batch["valid"], w)
-    if task == "albedo":
-        return albedo_loss(pred, batch["albedo"], batch["valid"], w)
-    raise ValueError(f"unknown task {task!r}")

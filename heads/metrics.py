@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from humans.shared.atomic import atomic_write_json
 
 # ----------------------------------------------------------------------------------------- pose
 
@@ -75,8 +76,8 @@ def oks_ap(gt: Sequence[dict], dt: Sequence[dict], sigmas: np.ndarray,
         if coco_dir is not None:
             coco_dir = Path(coco_dir)
             coco_dir.mkdir(parents=True, exist_ok=True)
-            (coco_dir / "keypoints_gt.json").write_text(json.dumps(dataset))
-            (coco_dir / "keypoints_results.json").write_text(json.dumps(res))
+            atomic_write_json(coco_dir / "keypoints_gt.json", dataset, indent=None, sort_keys=False)
+            atomic_write_json(coco_dir / "keypoints_results.json", res, indent=None, sort_keys=False)
             coco_gt = COCO(str(coco_dir / "keypoints_gt.json"))
             res = str(coco_dir / "keypoints_results.json")
         else:

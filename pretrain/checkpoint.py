@@ -17,7 +17,6 @@ save left behind (the trainer calls it when it starts). Checkpoints beyond ``kee
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from concurrent.futures import Future
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from humans.shared.atomic import AtomicFile, atomic_write
 from humans.shared.log import get_logger
 
 log = get_logger("pretrain.checkpoint")
@@ -86,15 +86,8 @@ def remove_stale_temps(run_dir: str | Path) -> list[Path]:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -146,9 +139,7 @@ class ShardedSave:
         self._barrier()                      # every rank's shards are on disk
         if self.is_main:
             _atomic_torch_save(self.meta, self.tmp / META_FILE)
-            if self.path.exists():           # same step saved twice (e.g. a rerun): replace it
-                shutil.rmtree(self.path)
-            os.replace(self.tmp, self.path)
+            AtomicFile(self.path, self.tmp).commit()  # a folder saved twice (e.g. a rerun) is replaced
         self._barrier()
         return self.path
 

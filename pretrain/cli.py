@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from humans.shared.cli import HelpFormatter, add_config, add_out, add_set, examples, parse_set
+from humans.shared.cli import HelpFormatter, add_config, add_out, add_set, examples, parse_set, run_cli
 from humans.shared.config import ConfigError
-from humans.shared.runtime import setup_runtime
 
 # flag -> dotted config key (values parsed by argparse with the given type)
 _FLAGS: list[tuple[str, str, Any, str]] = [
@@ -171,15 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("checkpoint", help="released checkpoint file")
     add_out(c, "output .safetensors path")
     c.add_argument("--model", default=None, help="named config (default: inferred from the weights)")
+    for name, func in {"train": _train, "export": _export, "models": _models,
+                       "convert-released": _convert_released}.items():
+        sub.choices[name].set_defaults(func=func)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_runtime()
-    args = build_parser().parse_args(argv)
-    try:
-        return {"train": _train, "export": _export, "models": _models,
-                "convert-released": _convert_released}[args.command](args)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), argv, (ConfigError, FileNotFoundError, ValueError))

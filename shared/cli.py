@@ -4,12 +4,15 @@ Every command spells the same idea the same way: ``--out`` (where results go), `
 threads / processes of the local machine), ``--device`` (cpu | cuda | auto), ``--config FILE`` (a YAML
 file of the command's config keys) and ``--set KEY=VALUE`` (repeatable dotted overrides), parsed here
 by :func:`parse_set` only. :class:`HelpFormatter` shows every option's default in ``--help`` and keeps
-the examples of the epilog as written.
+the examples of the epilog as written. :func:`run_cli` is the one dispatch: every subcommand names its
+function with ``set_defaults(func=...)``, and errors of the user's making print one ``error:`` line
+(exit status 2) instead of a traceback.
 """
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -100,3 +103,27 @@ def set_dotted(data: dict[str, Any], overrides: dict[str, Any], source: str = "-
                 raise ConfigError(f"{source}: key '{dotted}': '{part}' is not a section")
         node[parts[-1]] = value
     return data
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
+            user_errors: tuple[type[BaseException], ...] | Callable[[], tuple[type[BaseException], ...]] = (
+                ConfigError, FileNotFoundError, ValueError),
+            before: Callable[[argparse.Namespace], None] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand's ``func(args)`` (its return value, default 0, is
+    the exit status). ``user_errors`` (or a function giving them, so a command can name error classes
+    of modules it imports late) print as one ``error: ...`` line with exit status 2; ``before(args)``
+    runs first (e.g. thread settings)."""
+    from .runtime import setup_runtime
+
+    setup_runtime()
+    args = parser.parse_args(argv)
+    if before is not None:
+        before(args)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        errors = user_errors() if callable(user_errors) else user_errors
+        if not isinstance(exc, errors):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -8,10 +8,10 @@ atomically next to the run; matplotlib runs headless (Agg).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from humans.shared.atomic import atomic_path
 from humans.shared.log import get_logger
 
 log = get_logger("runlog")
@@ -79,8 +79,9 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, panels: Map
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return path

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .atomic import AtomicFile, atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported
 from .schema import MANIFEST_NAME, SHARD_RE, check_key, shard_name
 
 
@@ -37,22 +38,6 @@ class ShardInfo:
 MEMBER_MTIME = 0
 MEMBER_MODE = 0o444
 _PARTIAL_RE = re.compile(r"\.tmp\d*$")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename (the temporary file
-    is removed if the write fails; one left by a killed process is removed by ``remove_partial_files``)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def is_partial_file(name: str) -> bool:
@@ -72,10 +57,6 @@ def remove_partial_files(root: str | Path) -> list[str]:
                 p.unlink(missing_ok=True)
                 removed.append(p.relative_to(root).as_posix())
     return sorted(removed)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -102,7 +83,8 @@ class ShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.name = shard_name(prefix, index)
         self.final = self.out_dir / self.name
-        self.tmp = self.out_dir / (self.name + ".tmp")
+        self._file = AtomicFile(self.final, tmp=self.out_dir / (self.name + ".tmp"))
+        self.tmp = self._file.tmp
         self._fh = open(self.tmp, "wb")
         self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.PAX_FORMAT)
         self.keys: list[str] = []
@@ -134,7 +116,7 @@ class ShardWriter:
         self._fh.close()
         info = ShardInfo(self.name, len(self.keys), self.tmp.stat().st_size, file_sha256(self.tmp),
                          keys_digest(self.keys))
-        os.replace(self.tmp, self.final)
+        self._file.commit()
         return info
 
     def abort(self) -> None:
@@ -143,7 +125,7 @@ class ShardWriter:
             self._fh.close()
         except Exception:  # noqa: BLE001 - best effort cleanup
             pass
-        self.tmp.unlink(missing_ok=True)
+        self._file.abort()
 
     def __enter__(self) -> "ShardWriter":
         return self

@@ -6,8 +6,7 @@ import argparse
 import os
 import sys
 
-from humans.shared.cli import HelpFormatter, add_threads
-from humans.shared.runtime import setup_runtime
+from humans.shared.cli import HelpFormatter, add_threads, run_cli
 
 REPORT_EPILOG = """\
 examples:
@@ -119,6 +118,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_runtime()
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_cli(build_parser(), argv, ())

@@ -14,17 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from humans.heads.data import transforms as T
-from humans.heads.data.io import (ALBEDO_EXTS, DENSE_EXTS, AnnotationError, find_label, read_albedo, read_dense,
-                           read_image, read_mask, read_parts)
+from humans.heads.data.io import AnnotationError, find_label, read_image, read_mask
 from humans.heads.data.keypoints import KeypointSet, Person, load_keypoints
+from humans.heads.tasks import get_task
 from humans.shared.humans.keypoints import NUM_KEYPOINTS
 from humans.shared.humans.parts import NUM_PARTS
 
 FORMAT = "humans-dense-v1"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-DENSE_FOLDERS = {"seg": ("parts", (".png",)), "normal": ("normals", DENSE_EXTS),
-                 "pointmap": ("pointmap", DENSE_EXTS), "albedo": ("albedo", ALBEDO_EXTS)}
 
 
 @dataclass(frozen=True)
@@ -73,15 +70,23 @@ class DenseData:
         return self._image_ids.get(key, self.keys.index(key))
 
     def label_path(self, task: str, key: str) -> Path | None:
-        folder, exts = DENSE_FOLDERS[task]
+        """The label file of ``task`` for image ``key`` (None: not labelled for that task)."""
+        if get_task(task).label_folder is None:
+            return None
+        folder, exts = get_task(task).label_folder
         return find_label(self.root, folder, key, exts)
 
     def items(self, task: str, keys: list[str] | None = None) -> list[Item]:
-        """Labelled units of ``task`` among ``keys`` (default: all images)."""
-        keys = self.keys if keys is None else keys
-        if task == "pose":
-            return [Item(k, i) for k in keys for i, p in enumerate(self.people(k)) if (p.keypoints[:, 2] > 0).any()]
-        return [Item(k) for k in keys if self.label_path(task, k) is not None]
+        """Labelled units of ``task`` among ``keys`` (default: all images); ``TaskSpec.items``."""
+        return get_task(task).items(self, self.keys if keys is None else keys)
+
+    def labelled_items(self, folder: str, exts: tuple[str, ...], keys: list[str]) -> list[Item]:
+        """One unit per image of ``keys`` with a label file ``folder/<key><ext>``."""
+        return [Item(k) for k in keys if find_label(self.root, folder, k, exts) is not None]
+
+    def person_items(self, keys: list[str]) -> list[Item]:
+        """One unit per person with at least one labelled keypoint in the images ``keys``."""
+        return [Item(k, i) for k in keys for i, p in enumerate(self.people(k)) if (p.keypoints[:, 2] > 0).any()]
 
     def split(self, val_frac: float, seed: int = 0) -> tuple[list[str], list[str]]:
         """Deterministic train/val split of the image keys (at least one image each when possible)."""
@@ -93,7 +98,8 @@ class DenseData:
         return sorted(keys[n_val:]), sorted(keys[:n_val])
 
     # ------------------------------------------------------------------------------ loading
-    def _image(self, key: str) -> np.ndarray:
+    def image(self, key: str) -> np.ndarray:
+        """HxWx3 uint8 RGB, checked against the keypoint file's width/height when it lists the image."""
         img = read_image(self._images[key])
         if self.kpts is not None and key in self._image_ids:
             info = self.kpts.images[self._image_ids[key]]
@@ -103,72 +109,24 @@ class DenseData:
                                       f"{img.shape[1]}x{img.shape[0]}")
         return img
 
-    def _valid(self, task: str, key: str, hw: tuple[int, int], target: np.ndarray) -> np.ndarray:
-        mask_path = find_label(self.root, "masks", key, (".png",))
-        if mask_path is not None:
-            return read_mask(mask_path, hw)
-        if task == "albedo":
-            return np.ones(hw, bool)
-        return np.abs(target).sum(-1) > 0  # normals / pointmap are zero outside the person
+    def image_hw(self, key: str) -> tuple[int, int]:
+        """(H, W) of image ``key`` from its header."""
+        from PIL import Image
+
+        with Image.open(self._images[key]) as im:
+            return (im.height, im.width)
+
+    def mask(self, key: str, hw: tuple[int, int]) -> np.ndarray | None:
+        """The person mask ``masks/<key>.png`` as HxW bool (None: DATA has none for this image)."""
+        path = find_label(self.root, "masks", key, (".png",))
+        return read_mask(path, hw) if path is not None else None
 
     def load_target(self, item: Item, task: str) -> dict:
-        """Labels at the original image resolution (what metrics compare against)."""
-        path = self.label_path(task, item.key) if task != "pose" else None
-        img_path = self._images[item.key]
-        if task == "pose":
-            p = self.people(item.key)[item.person]
-            return {"keypoints": p.keypoints, "bbox": p.bbox, "area": p.area, "image_id": self.image_id(item.key)}
-        from PIL import Image
-        with Image.open(img_path) as im:
-            hw = (im.height, im.width)
-        if task == "seg":
-            return {"parts": read_parts(path, NUM_PARTS, hw)}
-        arr = read_albedo(path, hw) if task == "albedo" else read_dense(path, task, hw)
-        if task == "normal":
-            n = np.linalg.norm(arr, axis=-1)
-            valid = self._valid(task, item.key, hw, arr)
-            bad = valid & (np.abs(n - 1) > 0.05)
-            if bad.any():
-                raise AnnotationError(path, "normal", f"{int(bad.sum())} labelled pixels are not unit vectors "
-                                                      f"(norm {float(n[bad][0]):.3g})")
-        out = {task: arr, "valid": self._valid(task, item.key, hw, arr)}
-        if task == "pointmap":
-            people = self.people(item.key)
-            out["keypoints"] = np.concatenate([p.keypoints for p in people]) if people else None
-        return out
+        """Labels at the original image resolution (what metrics compare against); ``TaskSpec.load_target``."""
+        return get_task(task).load_target(self, item)
 
     def load(self, item: Item, task: str, size: tuple[int, int], flip: bool = False) -> dict:
         """A sample at the input ``size`` (H, W): ``image`` HxWx3 uint8 plus the task's labels
-        (pose: ``kpts`` [K,3] in input pixels and ``affine`` original -> input before flipping)."""
-        img = self._image(item.key)
-        hw = img.shape[:2]
-        out: dict = {}
-        if task == "pose":
-            p = self.people(item.key)[item.person]
-            a = T.crop_affine(p.bbox, size)
-            image = T.warp_image(img, a, size)
-            k = p.keypoints.astype(np.float64).copy()
-            k[:, :2] = T.apply_affine(k[:, :2], a)
-            k[k[:, 2] == 0, :2] = 0
-            if flip:
-                image, k = image[:, ::-1], T.flip_keypoints(k, size[1])
-            out.update(kpts=k.astype(np.float32), affine=a)
-        else:
-            image = T.resize_image(img, size)
-            tgt = self.load_target(item, task)
-            if task == "seg":
-                parts = T.resize_nearest(tgt["parts"], size)
-                out["parts"] = T.flip_parts(parts) if flip else parts
-            else:
-                arr = T.resize_nearest(tgt[task], size)
-                valid = T.resize_nearest(tgt["valid"], size)
-                if flip:
-                    arr = T.flip_vector_map(arr) if task in ("normal", "pointmap") else arr[:, ::-1]
-                    valid = valid[:, ::-1]
-                out[task] = np.ascontiguousarray(arr, dtype=np.float32)
-                out["valid"] = np.ascontiguousarray(valid)
-            if flip:
-                image = image[:, ::-1]
-            out["orig_hw"] = hw
-        out["image"] = np.ascontiguousarray(image)
-        return out
+        (``TaskSpec.load_sample``; pose: ``kpts`` [K,3] in input pixels and ``affine`` original ->
+        input before flipping; whole-image tasks: ``orig_hw`` too)."""
+        return get_task(task).load_sample(self, item, size, flip)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from humans.shared.atomic import AtomicFile
 from humans.shared.log import get_logger, progress
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -133,7 +134,8 @@ class FeatureWriter:
 
     def __init__(self, path: Path, n: int):
         self.path, self.n, self.pos = path, n, 0
-        self.tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        self._file = AtomicFile(path)
+        self.tmp = self._file.tmp
         self._mm: np.memmap | None = None
 
     def write(self, feats: torch.Tensor) -> None:
@@ -153,11 +155,11 @@ class FeatureWriter:
         self._mm.flush()
         del self._mm
         self._mm = None
-        os.replace(self.tmp, self.path)
+        self._file.commit()
 
     def abort(self) -> None:
         self._mm = None
-        self.tmp.unlink(missing_ok=True)
+        self._file.abort()
 
 
 class FeatureCache:

@@ -47,10 +47,13 @@ def resize_image(img: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
 
 
 def resize_nearest(arr: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label map (keeps classes and avoids mixing with masked zeros)."""
+    """Nearest-neighbour resize of a label map (keeps classes and avoids mixing with masked zeros);
+    trailing dimensions are kept (OpenCV drops a single channel)."""
     if arr.dtype == bool:
-        return cv2.resize(arr.astype(np.uint8), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
-    return cv2.resize(arr, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_NEAREST)
+        out = cv2.resize(arr.astype(np.uint8), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
+    else:
+        out = cv2.resize(arr, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_NEAREST)
+    return out.reshape(*out.shape[:2], *arr.shape[2:])
 
 
 def flip_keypoints(kpts: np.ndarray, width: int) -> np.ndarray:

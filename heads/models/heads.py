@@ -26,8 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TASK_CHANNELS = {"pose": 308, "seg": 29, "pointmap": 3, "normal": 3, "albedo": 3}
+from humans.heads.tasks import get_task
+
 KINDS = ("head", "linear")
+DECODERS = {"deconv": "PoseHead", "dense": "DenseHead"}  # TaskSpec.decoder -> full head class
 
 
 def num_upsamplings(cell_size: int, target_stride: int = 4) -> int:
@@ -36,12 +38,8 @@ def num_upsamplings(cell_size: int, target_stride: int = 4) -> int:
 
 
 def finish(task: str, y: torch.Tensor) -> torch.Tensor:
-    """The task's output map applied to raw head outputs."""
-    if task == "normal":
-        return F.normalize(y, dim=1, eps=1e-6)
-    if task == "albedo":
-        return torch.sigmoid(y)
-    return y
+    """The task's output map applied to raw head outputs (``TaskSpec.finish``)."""
+    return get_task(task).finish(y)
 
 
 def add_coords(feats: torch.Tensor) -> torch.Tensor:
@@ -70,7 +68,6 @@ class PoseHead(nn.Module):
             c = channels
         self.deconv = nn.Sequential(*layers)
         self.final = nn.Conv2d(c, num_keypoints, 1)
-        self.task = "pose"
         # SimpleBaseline's init: near-zero heatmaps at the start, so the faint early peaks are not
         # drowned in the noise of a default-initialised output layer
         for m in self.modules():
@@ -101,7 +98,7 @@ class DenseHead(nn.Module):
         if image_skip:
             self.refine = nn.Sequential(nn.Conv2d(c + 3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
                                         nn.ReLU(inplace=True))
-        self.final = nn.Conv2d(c, TASK_CHANNELS[task], 1)
+        self.final = nn.Conv2d(c, get_task(task).channels, 1)
 
     def forward(self, feats: torch.Tensor, out_hw: tuple[int, int], image: torch.Tensor | None = None) -> torch.Tensor:
         y = _resize(self.up(self.stem(add_coords(feats))), out_hw)
@@ -117,8 +114,8 @@ class LinearProbe(nn.Module):
         super().__init__()
         self.task = task
         self.norm = nn.BatchNorm2d(in_channels, affine=False)
-        self.linear = nn.Conv2d(in_channels, TASK_CHANNELS[task], 1)
-        if task == "pose":  # near-zero start, as the pose head (flat maps otherwise win short runs)
+        self.linear = nn.Conv2d(in_channels, get_task(task).channels, 1)
+        if get_task(task).small_init:  # near-zero start, as the pose head (flat maps otherwise win short runs)
             nn.init.normal_(self.linear.weight, std=0.001)
             nn.init.zeros_(self.linear.bias)
 
@@ -129,13 +126,15 @@ class LinearProbe(nn.Module):
 def build_head(task: str, kind: str, in_channels: int, cell_size: int, channels: int | None = None,
                image_skip: bool = True) -> nn.Module:
     """The head of ``task`` (``kind`` "head" or "linear") for features with ``in_channels`` channels."""
-    if task not in TASK_CHANNELS:
-        raise ValueError(f"task {task!r}: allowed {', '.join(TASK_CHANNELS)}")
+    spec = get_task(task)
     if kind == "linear":
         return LinearProbe(task, in_channels)
     if kind != "head":
         raise ValueError(f"head kind {kind!r}: allowed {', '.join(KINDS)}")
     n = num_upsamplings(cell_size)
-    if task == "pose":
-        return PoseHead(in_channels, TASK_CHANNELS["pose"], channels or 256, n)
-    return DenseHead(task, in_channels, channels or 128, n, image_skip)
+    width = channels or spec.default_width
+    if spec.decoder == "deconv":
+        return PoseHead(in_channels, spec.channels, width, n)
+    if spec.decoder == "dense":
+        return DenseHead(task, in_channels, width, n, image_skip)
+    raise ValueError(f"task {task!r}: decoder {spec.decoder!r}; allowed {', '.join(DECODERS)}")

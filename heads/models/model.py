@@ -11,19 +11,19 @@ resizes their output bilinearly to the full input size (normals renormalised).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from humans.heads.config import HeadConfig
-from humans.shared.backbone import load_state_strict
 from humans.heads.data.features import FeatureExtractor
 from humans.heads.models.heads import build_head
+from humans.heads.tasks import get_task
+from humans.shared.atomic import atomic_path
+from humans.shared.backbone import load_state_strict
 
 HEAD_FORMAT = "humans-head-v1"
 
@@ -34,19 +34,11 @@ class HeadModel(nn.Module):
         self.extractor = extractor
         self.head = head
         self.config = config
+        self.spec = get_task(config.task)
         self.out_hw = tuple(config.out_hw())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.head(self.extractor(x), self.out_hw, x)
-        if self.config.task == "pose" or tuple(y.shape[-2:]) == tuple(x.shape[-2:]):
-            return y
-        return full_resolution(self.config.task, y, tuple(x.shape[-2:]))
-
-
-def full_resolution(task: str, y: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """A dense head's output (trained at reduced resolution) resized bilinearly to ``hw``."""
-    up = F.interpolate(y, size=hw, mode="bilinear", align_corners=False)
-    return F.normalize(up, dim=1, eps=1e-6) if task == "normal" else up
+        return self.spec.model_output(self.head(self.extractor(x), self.out_hw, x), tuple(x.shape[-2:]))
 
 
 def make_head(cfg: HeadConfig, backbone: nn.Module) -> nn.Module:
@@ -59,9 +51,8 @@ def save_head(path: str | Path, head: nn.Module, cfg: HeadConfig) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"format": HEAD_FORMAT, "config": cfg.model_dump_json()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": HEAD_FORMAT, "config": cfg.model_dump_json()})
     return path
 
 

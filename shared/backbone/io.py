@@ -10,8 +10,6 @@ shape mismatch, and nothing is loaded.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -19,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from humans.shared.atomic import atomic_path
 from humans.shared.config import validate
 
 from .config import BackboneConfig
@@ -60,14 +59,8 @@ def save_backbone(model: Backbone, path: str | Path, extra: dict[str, str] | Non
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": model.config.model_dump_json()}
     meta.update(extra or {})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return path
 
 

@@ -55,12 +55,19 @@ class _RMSNormFn(torch.autograd.Function):
 
 
 class RMSNorm(nn.RMSNorm):
-    """torch.nn.RMSNorm (same parameters and definition); on CPU runs a fused custom backward."""
+    """torch.nn.RMSNorm (same parameters and definition); on CPU runs a fused custom backward.
+    ``elementary`` (the export form): written with elementary ops, which tracing and the ONNX
+    exporter take (no custom autograd function, no ``aten::rms_norm`` before opset 23)."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__(dim, eps=eps, elementwise_affine=True)
+        self.elementary = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.elementary:
+            eps = self.eps if self.eps is not None else torch.finfo(torch.float32).eps
+            y = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+            return y * self.weight
         if x.is_cuda or x.dtype != self.weight.dtype:
             return super().forward(x)
         return _RMSNormFn.apply(x, self.weight, self.eps)
@@ -81,9 +88,14 @@ class _SiluMulFn(torch.autograd.Function):
 
 
 class SwiGLU(TimmSwiGLU):
-    """timm's SwiGLU (same parameters: fc1_g, fc1_x, fc2) with a memory-lean gate."""
+    """timm's SwiGLU (same parameters: fc1_g, fc1_x, fc2) with a memory-lean gate; ``elementary``
+    (the export form, evaluation only): the gate without the custom autograd function."""
+
+    elementary = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.elementary:
+            return self.fc2(self.norm(F.silu(self.fc1_g(x)) * self.fc1_x(x)))
         h = _SiluMulFn.apply(self.fc1_g(x), self.fc1_x(x))
         return self.drop2(self.fc2(self.norm(self.drop1(h))))
 
@@ -96,19 +108,28 @@ def rope_frequencies(head_dim: int, theta: float, device=None) -> torch.Tensor:
     return 1.0 / (theta ** (torch.arange(n, dtype=torch.float32, device=device) / n))
 
 
-def rope_freqs(pos: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
+def rope_freqs(pos: torch.Tensor, head_dim: int, theta: float, real: bool = False) -> torch.Tensor:
     """Unit complex rotations ``[..., N, head_dim/2]`` for positions ``pos [..., N, 2]`` (row, col in
     patch units). Channel pair ``(2i, 2i+1)`` turns by ``row * f_i`` for ``i < head_dim/4`` and by
     ``col * f_(i - head_dim/4)`` otherwise, so q.k depends only on the 2D offset. Position (0, 0)
-    is the identity (used for the special tokens)."""
+    is the identity (used for the special tokens). ``real`` (the export form: tracing and ONNX take
+    no complex tensors): the same rotations as (cos, sin) pairs ``[..., N, head_dim/2, 2]``."""
     f = rope_frequencies(head_dim, theta, pos.device)
     pos = pos.float()
     ang = torch.cat([pos[..., 0:1] * f, pos[..., 1:2] * f], dim=-1)
+    if real:
+        return torch.stack([torch.cos(ang), torch.sin(ang)], dim=-1)
     return torch.polar(torch.ones_like(ang), ang)
 
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [..., N, H, d]`` by ``freqs [..., N, 1, d/2]`` (one complex multiply)."""
+    """Rotate ``x [..., N, H, d]`` by ``freqs [..., N, 1, d/2]`` (one complex multiply), or by real
+    (cos, sin) pairs ``[..., N, 1, d/2, 2]`` (``rope_freqs(real=True)``) with real arithmetic."""
+    if not freqs.is_complex():
+        xf = x.float().reshape(*x.shape[:-1], -1, 2)
+        a, b = xf[..., 0], xf[..., 1]
+        c, s = freqs[..., 0], freqs[..., 1]
+        return torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2).to(x.dtype)
     xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
     xc = torch.view_as_complex(xf.reshape(*x.shape[:-1], -1, 2))
     return torch.view_as_real(xc * freqs).flatten(-2).to(x.dtype)
@@ -119,7 +140,8 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
 class AttnContext:
     """How one forward pass attends (shared by all blocks of a stage)."""
 
-    rope: torch.Tensor                # complex [1|B, N, 1, head_dim/2] over all tokens (specials: 1)
+    rope: torch.Tensor                # complex [1|B, N, 1, head_dim/2] over all tokens (specials: 1);
+                                      # export form: real [1|B, N, 1, head_dim/2, 2]
     num_special: int = 0
     mode: Literal["global", "windows", "groups"] = "global"
     n_windows: int = 1                # windows mode: windows per sample (patch tokens window-major)

@@ -12,6 +12,7 @@ of the same window (group ids), which equals the full forward when every cell is
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -22,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import BackboneConfig
-from .layers import AttnContext, Block, RMSNorm, rope_freqs
+from .layers import AttnContext, Block, RMSNorm, SwiGLU, rope_freqs
 from .pooling import CLSGuidedPool
 
 
@@ -107,6 +108,7 @@ class Backbone(nn.Module):
         self.num_registers = cfg.num_registers
         self.num_special = 1 + cfg.num_registers
         self.grad_checkpointing = False
+        self.real_rope = False                       # export form (see export_form)
         d = cfg.embed_dim
         self.patch_embed = nn.Conv2d(cfg.in_chans, d, cfg.patch_size, cfg.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
@@ -136,6 +138,18 @@ class Backbone(nn.Module):
         """Recompute block activations in backward (saves memory for the large configs)."""
         self.grad_checkpointing = enable
 
+    def export_form(self) -> "Backbone":
+        """A copy of this backbone (evaluation mode, same weights) in the form that ``torch.jit.trace``
+        and the ONNX exporter take: RoPE with real (cos, sin) arithmetic instead of complex tensors,
+        RMSNorm and the SwiGLU gate written with elementary ops instead of custom autograd functions.
+        Same outputs up to float rounding; the original is left as it is."""
+        m = copy.deepcopy(self).eval()
+        m.real_rope = True
+        for mod in m.modules():
+            if isinstance(mod, (RMSNorm, SwiGLU)):
+                mod.elementary = True
+        return m
+
     def layout(self, gh: int, gw: int, device) -> Layout:
         key = (gh, gw, str(device))
         if key not in self._layouts:
@@ -161,7 +175,7 @@ class Backbone(nn.Module):
             size = torch.tensor(grid, dtype=torch.float32, device=pos.device)
             pos = (2.0 * (pos.float() + 0.5) / size - 1.0) * (2 * math.pi)
         pos = torch.cat([pos.new_zeros(pos.shape[0], self.num_special, 2), pos], dim=1)
-        return rope_freqs(pos, self.config.head_dim, self.config.rope_theta)[:, :, None]
+        return rope_freqs(pos, self.config.head_dim, self.config.rope_theta, real=self.real_rope)[:, :, None]
 
     def _norm_layers(self, idx: Sequence[int]) -> dict[int, list[int]]:
         """Block index (0-based) -> the requested keys that name it (negative allowed)."""

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from humans.shared.atomic import atomic_path
 from humans.shared.humans.keypoints import BODY, FACE, HANDS, SKELETON
 from humans.shared.humans.parts import PART_COLORS
 
@@ -104,7 +105,6 @@ def write_preview(path: str | Path, items: list[dict], tile: int = 256) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet = contact_sheet(items, tile)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(sheet).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path, tmp=path.with_name(f".{path.name}.tmp")) as tmp:
+        Image.fromarray(sheet).save(tmp, format="PNG")
     return path

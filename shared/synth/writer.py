@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from humans.shared.atomic import atomic_write_bytes
 from humans.shared.synth import FORMAT, LABELS
 from humans.shared.synth.render import POINTMAP_CONVENTION, Sample, generate
 from humans.shared.synth.scene import parse_size
@@ -44,10 +45,8 @@ def item_id(index: int) -> str:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    """``shared.atomic`` with the generator's hidden temporary names (cleared on resume) and no fsync."""
+    atomic_write_bytes(path, data, fsync=False, tmp=path.with_name(f".{path.name}.tmp-{os.getpid()}"))
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:

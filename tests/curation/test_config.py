@@ -6,7 +6,8 @@ import copy
 import pytest
 import yaml
 
-from humans.curation.config import DEFAULT_CONFIG, STAGE_ORDER, load_pipeline, parse_set
+from humans.curation.config import DEFAULT_CONFIG, STAGE_ORDER, load_pipeline
+from humans.shared.cli import parse_set
 from humans.shared.config import ConfigError
 
 

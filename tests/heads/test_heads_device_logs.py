@@ -17,7 +17,7 @@ from humans.heads.cli import main, resolve_device
 from humans.heads.config import HeadConfig
 from humans.heads.data.dataset import DenseData
 from humans.heads.data.features import FeatureCache, FeatureExtractor, to_tensor
-from humans.heads.train import _MEMORY, feature_key, prepare_task
+from humans.heads.prepare import _MEMORY, feature_key, prepare_task
 from humans.shared.backbone import load_backbone
 
 ARGS = ["--task", "seg", "--size", "64", "--layers", "-1", "--epochs", "3", "--lr", "3e-3", "--channels", "8",

@@ -16,7 +16,7 @@ from humans.heads.data.dataset import DenseData
 from humans.heads.data.features import FeatureExtractor
 from humans.heads.evaluate import evaluate_outputs, mean_baseline
 from humans.heads.models.model import read_head
-from humans.heads.train import prepare_task
+from humans.heads.prepare import prepare_task
 
 # Short runs: input sizes, epochs and margins measured on a 40-image synthetic set (30 train /
 # 10 held out) with a random-init sapiens2-tiny backbone (layers 1 and -1), see

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from humans.heads import losses as L
+from humans.heads.config import LossConfig
 
 
 def test_ohem_picks_hardest_keypoints():
@@ -101,7 +102,7 @@ def test_pointmap_loss_is_scale_invariant_but_anchored():
     g = torch.Generator().manual_seed(0)
     t = torch.rand(2, 3, 6, 5, generator=g) + 1.0
     valid = torch.ones(2, 1, 6, 5, dtype=torch.bool)
-    w = L.LossWeights()
+    w = LossConfig()
     # a prediction off by a per-image scale: aligned L2 and gradient terms vanish, the anchor remains
     p = t * torch.tensor([0.5, 3.0]).view(2, 1, 1, 1)
     assert torch.allclose(L.scale_aligned(p, t, valid), t, atol=1e-5)

@@ -1,0 +1,74 @@
+"""Body-part segmentation: 29 classes per pixel (``shared.humans.parts``; 255 = ignore).
+
+Labels ``DATA/parts/<key>.png`` (indexed PNG, pixel value = class); output: 29 logits; loss:
+cross-entropy + soft Dice; metric: mIoU and pixel accuracy; overlay: part colours blended over the
+image; export: logits [B, 29, H, W] at the input size, and ``predict`` writes the class map as
+``<image>_seg.npy`` and as an indexed PNG ``<image>_seg_parts.png``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from humans.heads.data import transforms as T
+from humans.heads.data.io import read_parts
+from humans.heads.losses import seg_loss
+from humans.heads.metrics import SegMetric
+from humans.heads.tasks.base import WholeImageTask
+from humans.shared.humans.parts import NUM_PARTS, PART_COLORS, PART_NAMES
+
+
+class SegTask(WholeImageTask):
+    name = "seg"
+    channels = NUM_PARTS
+    label_folder = ("parts", (".png",))
+    metric_rows = (("mIoU", "seg mIoU", True), ("pixel_acc", "seg pixel acc.", True))
+
+    def load_target(self, data, item) -> dict:
+        return {"parts": read_parts(data.label_path(self.name, item.key), NUM_PARTS, data.image_hw(item.key))}
+
+    def resize_labels(self, target: dict, size, flip: bool) -> dict:
+        parts = T.resize_nearest(target["parts"], size)
+        return {"parts": T.flip_parts(parts) if flip else parts}
+
+    def label_hw(self, target: dict) -> tuple[int, int]:
+        return target["parts"].shape[:2]
+
+    def batch_targets(self, targets, idx, cfg):
+        return {"parts": targets["parts"][idx].long()}
+
+    def loss(self, pred, batch, w):
+        return seg_loss(pred, batch["parts"], dice_weight=w.dice)
+
+    def metric(self, coco_dir=None):
+        return SegMetric(NUM_PARTS, PART_NAMES)
+
+    def update_dense(self, metric, up: torch.Tensor, target: dict) -> None:
+        metric.update(up.argmax(0).numpy(), target["parts"])
+
+    def mean_output(self, targets, cfg, per_pixel: bool) -> torch.Tensor:
+        freq = F.one_hot(targets["parts"].long(), NUM_PARTS).float().mean(0)  # [h,w,C] class frequencies
+        if not per_pixel:
+            freq = freq.mean((0, 1), keepdim=True).expand_as(freq)
+        return torch.log(freq.permute(2, 0, 1) + 1e-6)
+
+    def decode(self, up: torch.Tensor) -> np.ndarray:
+        return up.argmax(0).numpy().astype(np.uint8)
+
+    def overlay(self, img, pred, min_score=0.2):
+        col = PART_COLORS[np.clip(pred, 0, len(PART_COLORS) - 1)]
+        fg = (pred > 0)[..., None]
+        return np.where(fg, (0.4 * img + 0.6 * col), img).astype(np.uint8)
+
+    def write_prediction(self, out: Path, stem: str, pred: np.ndarray) -> list[Path]:
+        from humans.shared.synth.writer import encode_parts_png
+
+        path = out / f"{stem}_parts.png"
+        path.write_bytes(encode_parts_png(pred))
+        return [path]
+
+
+SPEC = SegTask()
