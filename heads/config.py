@@ -38,7 +38,8 @@ class HeadConfig(StrictModel):
     heatmap_stride: int = 4
     label_stride: int = Field(2, ge=1)      # dense tasks: output (and train) at input size / label_stride
                                             # (2: half the input resolution, as the seed's decoders)
-    image_skip: bool = True                 # dense heads: concatenate the input image before the last convs
+    image_skip: bool = False                # dense heads: also concatenate the input image before the last
+                                            # convs (off: a head learns from the backbone's features only)
     heatmap_sigma: float = 2.0
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -26,8 +26,9 @@ from humans.heads.data.transforms import gaussian_heatmaps
 from humans.heads.evaluate import evaluate_outputs
 from humans.heads.probe_solver import (LinearMap, fit_ridge, fit_softmax, shuffle_factor, targets_to_token_rows,
                                        to_token_rows)
-from humans.heads.train import TaskTensors, prepare_task
+from humans.heads.prepare import TaskTensors, prepare_task
 from humans.shared.humans.parts import NUM_PARTS
+from humans.shared.atomic import atomic_write_text
 from humans.shared.log import get_logger
 
 log = get_logger("heads.probe")
@@ -202,8 +203,5 @@ def write_markdown(path: str, res: dict, backbones: list[tuple[str, str]], data_
         "Seconds per backbone (features + five probes + evaluation): "
         + ", ".join(f"{k} {v}" for k, v in res["seconds"].items()) + ".", "",
     ]
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-    tmp.write_text("\n".join(text))
-    os.replace(tmp, p)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(text))

@@ -2,7 +2,7 @@
 
 Modules: ``config`` (TrainConfig), ``data`` (streaming, resumable WebDataset input), ``views``
 (multi-crop augmentation), ``masking`` (cell masks), ``decoder`` (MAE pixel decoder + masked MSE),
-``dino`` (projection head, centring/sharpening loss), ``ema`` (teacher update), ``model`` (the
+``cl`` (self-distillation: projection head, centring/sharpening loss), ``ema`` (teacher update), ``model`` (the
 trainable module), ``trainer`` (loop, DDP/FSDP, logging, checkpoints), ``checkpoint``, ``metrics``,
 ``export`` (checkpoint -> backbone.safetensors), ``cli``. See docs/pretrain.md.
 """

@@ -1,9 +1,9 @@
 """Self-distillation (DINO-style) branch: projection head to K prototypes and the cross-view loss.
 
-``DinoHead``: MLP -> bottleneck -> L2 normalisation -> cosine logits against K L2-normalised
+``ClHead``: MLP -> bottleneck -> L2 normalisation -> cosine logits against K L2-normalised
 prototypes (the weight-normalised last layer of DINO with its gain fixed to 1).
 
-``DinoLoss``: the teacher's logits are centred and sharpened by a low temperature (with an optional
+``ClLoss``: the teacher's logits are centred and sharpened by a low temperature (with an optional
 linear warm-up, ``teacher_temperature``); the student's by ``student_temp``. Centring is either the
 EMA of the teacher's batch mean (default; all-reduced across ranks) or Sinkhorn-Knopp
 (``sinkhorn_knopp``: the teacher's assignments of the global batch rescaled so every prototype gets
@@ -15,13 +15,15 @@ global views and the local views (appended after them), so view j == i is the sa
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 
-class DinoHead(nn.Module):
+class ClHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256,
                  n_layers: int = 3):
         super().__init__()
@@ -94,7 +96,7 @@ def koleo_loss(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return -(dist_nn + eps).log().mean()
 
 
-class DinoLoss(nn.Module):
+class ClLoss(nn.Module):
     def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
                  centering: str = "ema", sinkhorn_iters: int = 3):
         super().__init__()
@@ -145,3 +147,20 @@ class DinoLoss(nn.Module):
 def entropy(probs: torch.Tensor) -> float:
     """Mean entropy (nats) of a batch of distributions."""
     return float(-(probs * probs.clamp_min(1e-12).log()).sum(dim=-1).mean())
+
+
+@torch.no_grad()
+def collapse_monitors(probs: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
+    """Two signs of collapse of the teacher's output, besides its mean entropy:
+
+    - ``teacher_kl_uniform``: KL of the batch-mean teacher distribution to uniform, ``log K - H(mean)``
+      (0: every prototype used equally; ``log K``: the whole batch on one prototype);
+    - ``teacher_feature_std``: per-dimension std over the batch of the L2-normalised teacher logits,
+      times ``sqrt(K)`` (about 1 for spread-out outputs, 0 when all images map to one point).
+    """
+    k = probs.shape[-1]
+    mean = probs.float().mean(0)
+    h_mean = float(-(mean * mean.clamp_min(1e-12).log()).sum())
+    z = torch.nn.functional.normalize(logits.float(), dim=-1)
+    return {"teacher_kl_uniform": math.log(k) - h_mean,
+            "teacher_feature_std": float(z.std(0).mean() * math.sqrt(k))}

@@ -140,6 +140,18 @@ def _convert_released(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pictures(args: argparse.Namespace) -> int:
+    from .pictures import feature_pca, reconstructions
+
+    out = Path(args.out)
+    for run in args.run:
+        print(reconstructions(run, args.images, out / f"reconstruction_{Path(run).name}.png", size=args.size))
+    if args.backbone:
+        pairs = [b.split("=", 1) if "=" in b else (Path(b).stem, b) for b in args.backbone]
+        print(feature_pca(dict(pairs), args.images, out / "feature_pca.png"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="humans-pretrain", description=__doc__ + " (also `python -m pretrain`)",
                                      formatter_class=HelpFormatter,
@@ -170,8 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("checkpoint", help="released checkpoint file")
     add_out(c, "output .safetensors path")
     c.add_argument("--model", default=None, help="named config (default: inferred from the weights)")
+    pic = sub.add_parser("pictures", help="MAE reconstructions and feature PCA on held-out images",
+                         description="Draw what pretraining learned: for each --run (objective with MAE) the "
+                                     "masked input, reconstruction and target of every image; for the --backbone "
+                                     "checkpoints the first three PCA components of their patch features as RGB, "
+                                     "side by side (pretrain.pictures).",
+                         formatter_class=HelpFormatter,
+                         epilog=examples("humans-pretrain pictures --run RUN --backbone random=r.safetensors "
+                                         "--backbone mae=m.safetensors --out PICS a.jpg b.jpg"))
+    pic.add_argument("images", nargs="+", help="held-out images (never seen in pretraining)")
+    pic.add_argument("--run", action="append", default=[], help="pretraining run directory (repeatable)")
+    pic.add_argument("--backbone", action="append", default=[], metavar="[LABEL=]PATH",
+                     help="backbone .safetensors for the PCA panel (repeatable)")
+    pic.add_argument("--size", type=int, default=64, help="side of the reconstruction input (default 64)")
+    add_out(pic, "output folder for the PNGs")
     for name, func in {"train": _train, "export": _export, "models": _models,
-                       "convert-released": _convert_released}.items():
+                       "convert-released": _convert_released, "pictures": _pictures}.items():
         sub.choices[name].set_defaults(func=func)
     return parser
 

@@ -59,13 +59,16 @@ def _is_remote(url: str) -> bool:
 
 
 def resolve_shards(spec: str) -> list[str]:
-    """Shard URLs from a run directory (its manifest), a brace pattern, a glob or a comma list.
+    """Shard URLs from a run directory (its manifest), a brace pattern, a glob or a comma list of these
+    (``runs/main/shards,runs/main/unlabelled``).
 
     Local paths must exist; the error names the first missing one.
     """
     if not spec:
         raise ValueError("no shards given: pass --shards (a curated run directory, "
                          "'OUT/humans-{000000..000099}.tar', a glob or a comma-separated list)")
+    if "," in spec and "{" not in spec:      # a comma list of any of these, e.g. curated + synthetic folders
+        return [u for part in spec.split(",") if part.strip() for u in resolve_shards(part.strip())]
     path = Path(spec)
     if path.is_dir():
         if (path / MANIFEST_NAME).is_file():

@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .decoder import MaeDecoder, masked_mse
-from .dino import DinoHead, DinoLoss, koleo_loss
+from .cl import ClHead, ClLoss, koleo_loss
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,7 +32,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 class Encoder(nn.Module):
     """Backbone + optional DINO head; called directly it gives prototype logits of the CLS token."""
 
-    def __init__(self, backbone: nn.Module, head: DinoHead | None):
+    def __init__(self, backbone: nn.Module, head: ClHead | None):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -51,8 +51,8 @@ class PretrainModel(nn.Module):
         head = None
         if cfg.use_cl:
             c = cfg.cl
-            head = DinoHead(backbone.embed_dim, c.out_dim, c.hidden_dim, c.bottleneck_dim, c.n_layers)
-            self.dino_loss = DinoLoss(c.out_dim, c.student_temp, c.center_momentum, c.centering,
+            head = ClHead(backbone.embed_dim, c.out_dim, c.hidden_dim, c.bottleneck_dim, c.n_layers)
+            self.cl_loss = ClLoss(c.out_dim, c.student_temp, c.center_momentum, c.centering,
                                       c.sinkhorn_iters)
         self.encoder = Encoder(backbone, head)
         if cfg.use_mae:
@@ -93,7 +93,7 @@ class PretrainModel(nn.Module):
             out["loss_mae"] = sum(l * c for l, c in mae_terms) / n
             total = total + out["loss_mae"]
         if cfg.use_cl:
-            out["loss_cl"] = self.dino_loss(student, teacher_probs)
+            out["loss_cl"] = self.cl_loss(student, teacher_probs)
             total = total + cfg.lam * out["loss_cl"]
             if cfg.cl.koleo_weight > 0:      # per global view, on the backbone's CLS (DINOv2)
                 out["loss_koleo"] = sum(koleo_loss(c) for c in og.cls.chunk(n_views)) / n_views

@@ -41,7 +41,7 @@ from .checkpoint import (CKPT_DIR, ShardedSave, ckpt_path, latest_checkpoint, lo
                          prune_checkpoints, remove_stale_temps, save_checkpoint)
 from .config import TrainConfig, dump_config
 from .data import DataFeed, DataState, SlotPosition, mix_seed, resolve_shards
-from .dino import entropy, teacher_temperature
+from .cl import collapse_monitors, entropy, teacher_temperature
 from .ema import ema_update, tau_at
 from .masking import random_keep
 from .metrics import MetricsLogger
@@ -269,7 +269,7 @@ class Trainer:
             if cfg.use_cl:
                 with torch.no_grad():
                     t_logits = self.teacher(g).float()
-                t_probs_all = self.model.dino_loss.teacher_probs(t_logits, temp)
+                t_probs_all = self.model.cl_loss.teacher_probs(t_logits, temp)
                 t_probs = list(t_probs_all.chunk(n_views))
             out = self.ddp(g, local, keep_g, mask_g, keep_l, mask_l, t_probs)
         return out, t_logits, t_probs_all, temp
@@ -316,8 +316,9 @@ class Trainer:
                 if hasattr(m, "reshard"):
                     m.reshard()
             ema_update(self.teacher, self.student_encoder, tau)
-            self.model.dino_loss.update_center(t_logits)
+            self.model.cl_loss.update_center(t_logits)
             values["teacher_entropy"] = entropy(t_probs_all)
+            values.update(collapse_monitors(t_probs_all, t_logits))
             values["teacher_temp"] = temp
             values["tau"] = tau
         values["lr"] = lr

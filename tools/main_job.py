@@ -32,29 +32,46 @@ TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 
 @dataclass(frozen=True)
 class Preset:
-    """Sizes of every step; ``demo`` is the README's default, ``tiny`` the test's."""
+    """Sizes of every step; ``demo`` is the README's default, ``study`` the three-seed comparison,
+    ``tiny`` the test's, ``study-gpu`` the same study at a scale for one GPU."""
 
     pool_scale: str
+    model: str                  # the study backbone (plain ViT, 8 px patches; see `humans-pretrain models`)
+    unlabelled_count: int       # synthetic humans rendered WITHOUT labels for pretraining
+    unlabelled_size: int
     pretrain_steps: int
     pretrain_batch: int
+    global_size: int
+    local_size: int
     n_local: int
-    synth_count: int
+    prototypes: int
+    synth_count: int            # labelled synthetic humans for the probes and heads (another seed)
     synth_size: int
     probe_size: str
-    probe_epochs: int
     head_epochs: int
     head_size: str
+    seeds: tuple[int, ...] = (0,)
     threads: int = 2
+    device: str = "cpu"
     extra_pretrain: list[str] = field(default_factory=list)
 
 
+_STUDY = dict(pool_scale="demo", model="study-s8", unlabelled_count=1500, unlabelled_size=96, pretrain_steps=200,
+              pretrain_batch=32, global_size=64, local_size=32, n_local=2, prototypes=1024, synth_count=240,
+              synth_size=128, probe_size="128x96", head_epochs=5, head_size="128x96",
+              extra_pretrain=["--warmup-steps", "20", "--lr", "2e-3", "--num-workers", "1"])
 PRESETS = {
-    "demo": Preset(pool_scale="demo", pretrain_steps=120, pretrain_batch=16, n_local=2, synth_count=200,
-                   synth_size=192, probe_size="128x96", probe_epochs=20, head_epochs=5, head_size="128x96",
-                   extra_pretrain=["--warmup-steps", "15", "--lr", "1e-3", "--prototypes", "1024"]),
-    "tiny": Preset(pool_scale="small", pretrain_steps=6, pretrain_batch=4, n_local=2, synth_count=24,
-                   synth_size=128, probe_size="64x48", probe_epochs=2, head_epochs=1, head_size="64x48",
-                   extra_pretrain=["--warmup-steps", "2", "--log-every", "1", "--prototypes", "256"]),
+    "demo": Preset(**_STUDY),
+    "study": Preset(**{**_STUDY, "seeds": (0, 1, 2)}),
+    "study-gpu": Preset(**{**_STUDY, "model": "study-m8", "unlabelled_count": 20000, "unlabelled_size": 128,
+                           "pretrain_steps": 3000, "pretrain_batch": 128, "global_size": 96, "local_size": 48,
+                           "n_local": 4, "prototypes": 4096, "synth_count": 1000, "head_epochs": 20,
+                           "seeds": (0, 1, 2), "threads": 8, "device": "cuda",
+                           "extra_pretrain": ["--warmup-steps", "200", "--lr", "1e-3", "--num-workers", "6"]}),
+    "tiny": Preset(pool_scale="small", model="study-s8", unlabelled_count=48, unlabelled_size=64, pretrain_steps=6,
+                   pretrain_batch=4, global_size=32, local_size=16, n_local=2, prototypes=256, synth_count=24,
+                   synth_size=96, probe_size="64x48", head_epochs=1, head_size="64x48",
+                   extra_pretrain=["--warmup-steps", "2", "--log-every", "1", "--num-workers", "0"]),
 }
 
 
@@ -112,56 +129,98 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
             raise SystemExit(f"[main-job] shard verification failed:\n{proc.stdout}{proc.stderr}")
         verify_log.write_text(proc.stdout + proc.stderr)
 
-    backbones: dict[str, Path] = {}
-    for objective in OBJECTIVES:
-        name = objective.replace("+", "_")
-        run_dir = out / "pretrain" / name
-        run(py("-m", "humans.pretrain", "train", "--model", "sapiens2-tiny", "--shards", str(shards),
-               "--objective", objective, "--steps", str(p.pretrain_steps), "--batch-size", str(p.pretrain_batch),
-               "--n-local", str(p.n_local), "--threads", str(p.threads), "--out", str(run_dir), "--resume",
-               *p.extra_pretrain),
-            run_dir / "ckpt" / f"step_{p.pretrain_steps:08d}.pt", f"4. pretrain sapiens2-tiny ({objective})")
-        ckpt = out / "backbones" / f"{name}.safetensors"
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        run(py("-m", "humans.pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, f"4b. export {objective}")
-        backbones[objective] = ckpt
-    random_ckpt = out / "backbones" / "random_init.safetensors"
-    if not random_ckpt.exists():
-        import torch
-        from humans.shared.backbone import build_backbone, save_backbone
-
-        torch.manual_seed(0)
-        save_backbone(build_backbone("sapiens2-tiny"), random_ckpt)
-        log(f"done  4c. random-init sapiens2-tiny (the probe's floor): {random_ckpt}")
-
+    unlabelled = out / "unlabelled"
+    run(py("-m", "humans.shared.synth", "--out", str(unlabelled), "--images-only", "--count",
+           str(p.unlabelled_count), "--size", str(p.unlabelled_size), "--seed", "1000", "--threads", str(p.threads)),
+        unlabelled / "manifest.json", "4a. unlabelled synthetic humans for pretraining (no labels)")
     data = out / "synth"
-    run(py("-m", "humans.heads", "synth", "--out", str(data), "--count", str(p.synth_count), "--size", str(p.synth_size)),
-        data / "meta.json", "5. synthetic labelled humans")
-    run(py("-m", "humans.heads", "synth", "--out", str(data / "preview"), "--count", "8", "--size", str(p.synth_size),
+    run(py("-m", "humans.shared.synth", "--out", str(data), "--count", str(p.synth_count), "--size", str(p.synth_size),
+           "--threads", str(p.threads)), data / "meta.json", "5. labelled synthetic humans (probes and heads only)")
+    run(py("-m", "humans.shared.synth", "--out", str(data / "preview"), "--count", "8", "--size", str(p.synth_size),
            "--preview"), data / "preview" / "meta.json", "5b. synthetic preview sheet")
 
-    probe_json = out / "probe.json"
-    probe_args = ["--backbone", f"random={random_ckpt}"]
-    probe_args += [a for o in OBJECTIVES for a in ("--backbone", f"{o}={backbones[o]}")]
-    run(py("-m", "humans.heads", "probe", *probe_args, "--data", str(data), "--size", p.probe_size,
-           "--epochs", str(p.probe_epochs), "--threads", str(p.threads), "--json", str(probe_json),
-           "--write-results", str(out / "probe.md"), "--cache-dir", str(out / "feature_cache")),
-        probe_json, "6a. linear probes of every backbone on all five tasks")
-    best = best_backbone(probe_json)
+    probe_jsons: dict[int, Path] = {}
+    all_backbones: dict[int, dict[str, Path]] = {}
+    for seed in p.seeds:
+        backbones = pretrain_arms(out, p, shards, unlabelled, seed)
+        all_backbones[seed] = backbones
+        sfx = "" if seed == 0 else f"_seed{seed}"
+        probe_json = out / f"probe{sfx}.json"
+        probe_args = [a for label, ck in backbones.items() for a in ("--backbone", f"{label}={ck}")]
+        run(py("-m", "humans.heads", "probe", *probe_args, "--data", str(data), "--size", p.probe_size,
+               "--seed", "0", "--threads", str(p.threads), "--device", p.device, "--json", str(probe_json),
+               "--write-results", str(out / f"probe{sfx}.md"), "--cache-dir", str(out / "feature_cache")),
+            probe_json, f"6a. linear probes of every backbone on all five tasks (seed {seed})")
+        probe_jsons[seed] = probe_json
+    study_json = out / "study.json"
+    write_study(study_json, probe_jsons, p)
+
+    backbones = all_backbones[p.seeds[0]]
+    best = best_backbone(probe_jsons[p.seeds[0]])
     log(f"best backbone by probe rank: {best}")
     (out / "best_backbone.txt").write_text(best + "\n")
-    best_ckpt = random_ckpt if best == "random" else backbones[best]
-    sample_images = sorted((data / "images").glob("*.jpg"))[:2]
+    best_ckpt = backbones[best]
+    heldout = sorted((data / "images").glob("*.jpg"))[-4:]
+    pictures = out / "pictures"
+    mae_runs = [str(out / "pretrain" / f"{o.replace('+', '_')}_seed{p.seeds[0]}") for o in OBJECTIVES if "mae" in o]
+    run(py("-m", "humans.pretrain", "pictures", *[a for r in mae_runs for a in ("--run", r)],
+           *[a for label, ck in backbones.items() for a in ("--backbone", f"{label}={ck}")],
+           "--size", str(p.global_size), "--out", str(pictures), *map(str, heldout)),
+        pictures / "feature_pca.png", "6b. MAE reconstructions and feature PCA on held-out images")
+    sample_images = heldout[:2]
     for task in TASKS:
         head_dir = out / "heads" / task
         run(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data", str(data),
                "--out", str(head_dir), "--epochs", str(p.head_epochs), "--size", p.head_size,
-               "--threads", str(p.threads), "--cache-dir", str(out / "feature_cache")),
-            head_dir / "head.safetensors", f"6b. train the {task} head on '{best}'")
+               "--threads", str(p.threads), "--device", p.device, "--cache-dir", str(out / "feature_cache")),
+            head_dir / "head.safetensors", f"6c. train the {task} head on '{best}' (features only, no image skip)")
         run(py("-m", "humans.heads", "predict", "--task", task, "--checkpoint", str(head_dir / "head.safetensors"),
                "--out", str(out / "predictions" / task), *map(str, sample_images)),
-            out / "predictions" / task, f"6c. {task} predictions and overlays")
-    return {"pool": pool, "shards": shards, "report": report, "probe_json": probe_json, "data": data}
+            out / "predictions" / task, f"6d. {task} predictions and overlays")
+    return {"pool": pool, "shards": shards, "report": report, "probe_json": probe_jsons[p.seeds[0]], "data": data,
+            "study_json": study_json, "pictures": pictures}
+
+
+def pretrain_arms(out: Path, p: Preset, shards: Path, unlabelled: Path, seed: int) -> dict[str, Path]:
+    """A random-init backbone and one pretrained backbone per objective, all of seed ``seed``."""
+    backbones: dict[str, Path] = {}
+    random_ckpt = out / "backbones" / f"random_seed{seed}.safetensors"
+    if not random_ckpt.exists():
+        import torch
+        from humans.shared.backbone import build_backbone, save_backbone
+
+        random_ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(seed)
+        save_backbone(build_backbone(p.model), random_ckpt)
+        log(f"done  4c. random-init {p.model}, seed {seed} (the floor every arm must beat): {random_ckpt}")
+    backbones["random"] = random_ckpt
+    for objective in OBJECTIVES:
+        name = f"{objective.replace('+', '_')}_seed{seed}"
+        run_dir = out / "pretrain" / name
+        run(py("-m", "humans.pretrain", "train", "--model", p.model, "--shards", f"{shards},{unlabelled}",
+               "--objective", objective, "--steps", str(p.pretrain_steps), "--batch-size", str(p.pretrain_batch),
+               "--global-size", str(p.global_size), "--local-size", str(p.local_size), "--n-local", str(p.n_local),
+               "--prototypes", str(p.prototypes), "--seed", str(seed), "--threads", str(p.threads),
+               "--device", p.device, "--out", str(run_dir), "--resume", *p.extra_pretrain),
+            run_dir / "ckpt" / f"step_{p.pretrain_steps:08d}.pt", f"4. pretrain {p.model} ({objective}, seed {seed})")
+        ckpt = out / "backbones" / f"{name}.safetensors"
+        run(py("-m", "humans.pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, f"4b. export {name}")
+        backbones[objective] = ckpt
+    return backbones
+
+
+def write_study(path: Path, probe_jsons: dict[int, Path], p: Preset) -> None:
+    """study.json: the records of every arm, seed, task and metric, plus the table and sentences."""
+    from humans.tools import study
+
+    recs = study.records(probe_jsons)
+    doc = {"preset": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.__dict__.items()},
+           "records": recs, "table": study.table(recs), "sentences": study.sentences(recs),
+           "claims": study.claims(recs)}
+    path.write_text(json.dumps(doc, indent=1))
+    log("study table (primary metrics, mean ± std over seeds):\n" + doc["table"])
+    for line in doc["sentences"]:
+        log(line)
 
 
 # The main metric of each task in the probe table and whether higher is better.
@@ -225,6 +284,18 @@ def score_table(scores: dict) -> str:
     return "".join(rows)
 
 
+def markdown_tables_text(text: str) -> str:
+    """``markdown_tables`` of a string."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".md", delete=False) as fh:
+        fh.write(text + "\n")
+    try:
+        return markdown_tables(Path(fh.name))
+    finally:
+        os.unlink(fh.name)
+
+
 def markdown_tables(path: Path) -> str:
     """Render a Markdown file's pipe tables as HTML tables (other lines as paragraphs)."""
     if not path.exists():
@@ -266,7 +337,25 @@ def write_summary(out: Path, paths: dict[str, Path]) -> Path:
     if plot:
         sources = ", ".join(rel(p) for p in sorted((out / "pretrain").glob("*/metrics.csv")))
         parts.append(f"<h2>4. Pretraining loss curves</h2><img src='{rel(plot)}'><p>from <code>{sources}</code></p>")
-    parts.append(f"<h2>6. Linear probes (<code>{rel(paths['probe_json'])}</code>)</h2>"
+    for plot_png in sorted((out / "pretrain").glob("*_seed0/plots/collapse.png")):
+        parts.append(f"<p>collapse monitors of <code>{rel(plot_png.parent.parent)}</code> (teacher entropy against "
+                     f"log K, KL of the teacher's mean output to uniform, per-dimension std):</p>"
+                     f"<img src='{rel(plot_png)}' style='max-width:80%'>")
+    study_doc = json.loads(paths["study_json"].read_text())
+    n_seeds = len(study_doc["preset"]["seeds"])
+    parts.append(f"<h2>6. Does pretraining teach? Linear probes, {n_seeds} seed(s) "
+                 f"(<code>{rel(paths['study_json'])}</code>)</h2>"
+                 "<p>One linear map per token on frozen features of four depths, solved to convergence; the mean "
+                 "baseline is the same probe without features (the per-position mean of the training labels). "
+                 "Primary metric per task, mean ± std over seeds:</p>"
+                 + markdown_tables_text(study_doc["table"])
+                 + "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in study_doc["sentences"]) + "</ul>")
+    for png, caption in ((paths["pictures"] / "feature_pca.png", "patch-feature PCA of every arm (held-out images)"),
+                         *[(q, "MAE reconstructions (held-out images)")
+                           for q in sorted(paths["pictures"].glob("reconstruction_*.png"))]):
+        if png.exists():
+            parts.append(f"<p>{caption}: <code>{rel(png)}</code></p><img src='{rel(png)}' style='max-width:70%'>")
+    parts.append(f"<h3>All metrics, seed 0 (<code>{rel(paths['probe_json'])}</code>)</h3>"
                  + markdown_tables(out / "probe.md"))
     parts.append(f"<p>Heads trained on the best backbone by probe rank (<code>best_backbone.txt</code>): "
                  f"<b>{html.escape((out / 'best_backbone.txt').read_text())}</b></p><h2>Heads and predictions</h2>")
@@ -297,7 +386,10 @@ def main(argv: list[str] | None = None) -> int:
                                                  "python tools/main_job.py --out runs/main --fresh"))
     add_out(ap, "output folder of the whole job (default runs/main)", required=False, default="runs/main")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                    help="sizes of every step: demo (README default, ~15 min on 2 cores) or tiny (test)")
+                    help="sizes of every step: demo (README default: one seed, about 20 min on 2 cores), study "
+                         "(three seeds per arm, the error bars), study-gpu (the study at GPU scale), tiny (test)")
+    ap.add_argument("--record", action="store_true",
+                    help="also copy study.json to benchmarks/results/study.json (the figures RESULTS.md cites)")
     ap.add_argument("--fresh", action="store_true", help="delete --out first and redo every step")
     ap.add_argument("--in-process", action="store_true",
                     help="call each command's main() in this process (faster start; the test uses it) "
@@ -312,6 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     paths = steps(out, PRESETS[args.preset])
     summary = write_summary(out, paths)
+    if args.record:
+        dest = ROOT / "benchmarks" / "results" / "study.json"
+        doc = json.loads(paths["study_json"].read_text())
+        doc["wall_s"] = round(time.time() - t0)
+        doc["machine"] = f"{os.cpu_count()} CPU cores" + (", GPU" if PRESETS[args.preset].device == "cuda" else ", no GPU")
+        dest.write_text(json.dumps(doc, indent=1))
+        log(f"recorded {dest}")
     log(f"all steps done in {time.time() - t0:.0f} s; summary page: {summary}")
     return 0
 

@@ -17,7 +17,8 @@ DESCRIPTION = ("Generate synthetic labelled humans (image, 308 keypoints, 29-cla
                "pointmap, albedo) in the humans-dense-v1 format, and/or a PNG contact sheet.")
 
 
-EPILOG = examples("humans-synth --out DATA --count 2000 --size 512 --preview")
+EPILOG = examples("humans-synth --out DATA --count 2000 --size 512 --preview",
+                  "humans-synth --out UNLABELLED --count 4000 --size 128 --seed 1000 --images-only")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=",".join(LABELS),
                    help=f"comma-separated labels to write besides images (default all: {','.join(LABELS)})")
     p.add_argument("--jpeg-quality", type=int, default=92, help="JPEG quality of the images (default 92)")
+    p.add_argument("--images-only", action="store_true",
+                   help="write unlabelled images as WebDataset shards for pretraining (no labels at all; a "
+                        "manifest that `humans-pretrain train --shards` reads); use another --seed than the "
+                        "labelled probe data")
+    p.add_argument("--per-shard", type=int, default=250, help="images per shard with --images-only (default 250)")
     p.add_argument("--preview", action="store_true",
                    help="write a PNG contact sheet (image, keypoints+skeleton, parts, normals, depth, albedo): "
                         "OUT/preview.png from the written items, or --preview-path when there is no --out")
@@ -66,6 +72,18 @@ def run(a: argparse.Namespace) -> int:
     if not a.out and not a.preview:
         print("error: give --out DATA (write a data set) and/or --preview (contact sheet)", file=sys.stderr)
         return 2
+    if a.out and a.images_only:
+        from humans.shared.synth.shards import write_image_shards
+
+        try:
+            res = write_image_shards(a.out, a.count, size, a.seed, a.per_shard, a.threads, a.jpeg_quality,
+                                     show_progress=not a.no_progress)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {res['generated']} unlabelled images ({res['skipped']} already in complete shards) in "
+              f"{res['shards']} shards to {res['out']} in {res['seconds']:.1f} s")
+        return 0
     if a.out:
         try:
             res = write_dataset(a.out, a.count, size, a.seed, a.threads, labels, a.jpeg_quality,

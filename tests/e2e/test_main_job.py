@@ -46,11 +46,16 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
     # pretrain -> export: three objectives trained on those shards, each exported and loadable
     from humans.shared.backbone import load_backbone
 
-    for name in ("mae", "cl", "mae_cl"):
+    for name in ("mae_seed0", "cl_seed0", "mae_cl_seed0"):
         rows = (out / "pretrain" / name / "metrics.csv").read_text().strip().splitlines()
         assert len(rows) >= 2, f"{name}: no metrics rows"
         model = load_backbone(out / "backbones" / f"{name}.safetensors")
         assert model.embed_dim > 0
+    # pretraining saw the unlabelled synthetic shards beside the curated ones, and never a label
+    assert json.loads((out / "unlabelled" / "manifest.json").read_text())["total_samples"] == 48
+    import tarfile
+    members = {m.rsplit(".", 1)[1] for t in (out / "unlabelled").glob("*.tar") for m in tarfile.open(t).getnames()}
+    assert members == {"jpg"}, members
 
     # synth -> probe -> heads: every backbone probed on all five tasks, heads trained on the best one
     meta = json.loads((out / "synth" / "meta.json").read_text())
@@ -60,13 +65,22 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
         assert set(TASKS) <= set(probe[label]), label
     best = (out / "best_backbone.txt").read_text().strip()
     assert best in ("mae", "cl", "mae+cl")
-    best_file = out / "backbones" / f"{best.replace('+', '_')}.safetensors"
+    best_file = out / "backbones" / f"{best.replace('+', '_')}_seed0.safetensors"
     for task in TASKS:
         ckpt = out / "heads" / task / "head.safetensors"
         with safe_open(str(ckpt), "pt") as fh:
             metadata = json.dumps(fh.metadata())
         assert best_file.name in metadata, f"{task} head not trained on the best backbone"
         assert list((out / "predictions" / task).glob("*.png")), f"no {task} overlays"
+
+    # the study record: every arm (and the mean baseline) on every task, one primary metric per task
+    study = json.loads((out / "study.json").read_text())
+    recs = study["records"]
+    assert {r["arm"] for r in recs} == {"random", "mae", "cl", "mae+cl", "mean"}
+    prim = {(r["arm"], r["task"]) for r in recs if r["primary"]}
+    assert len(prim) == 25 and len(study["sentences"]) == 5
+    assert (out / "pictures" / "feature_pca.png").is_file()
+    assert len(list((out / "pictures").glob("reconstruction_*.png"))) == 2
 
     # the summary page: every linked file exists, the sample count is the manifest's
     page = (out / "summary.html").read_text()

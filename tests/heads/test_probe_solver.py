@@ -17,7 +17,7 @@ from humans.heads.data.dataset import DenseData
 from humans.heads.evaluate import evaluate_outputs, mean_baseline
 from humans.heads.probe import even_layers, fit_task
 from humans.heads.probe_solver import fit_ridge, fit_softmax, targets_to_token_rows
-from humans.heads.train import prepare_task
+from humans.heads.prepare import prepare_task
 
 
 def test_even_layers():
@@ -98,20 +98,25 @@ def test_features_holding_the_answer_score_near_perfectly(task, seg_albedo, rand
         assert got["MAE"] < 0.03 < base["MAE"] / 4
 
 
-def test_random_init_study_backbone_beats_the_mean_on_seg_and_albedo(synth_data, tmp_path, one_thread):
-    """A randomly initialised (NOT pretrained) study-s8 backbone, probed through the real CLI."""
+def test_random_init_study_backbone_beats_the_mean_on_seg_and_albedo(tmp_path):
+    """A randomly initialised (NOT pretrained) study-s8 backbone, probed through the real CLI on 160
+    synthetic humans (with the 40 of the shared fixture the probe overfits and, rightly, ties the mean)."""
     from humans.shared.backbone import build_backbone, save_backbone
+    from humans.shared.synth.writer import write_dataset
+
+    synth_data = tmp_path / "data160"
+    write_dataset(synth_data, 160, 128, seed=7, workers=2, progress=False)
 
     torch.manual_seed(0)
     ckpt = tmp_path / "random_init_study_s8.safetensors"
     save_backbone(build_backbone("study-s8"), ckpt)
     out = tmp_path / "probe.json"
     assert main(["probe", "--backbone", f"random={ckpt}", "--data", str(synth_data), "--tasks", "seg,albedo",
-                 "--size", "64", "--json", str(out), "--threads", "1"]) == 0
+                 "--size", "128x96", "--json", str(out), "--threads", "2"]) == 0
     res = json.loads(out.read_text())
     rnd, mean = res["results"]["random"], res["results"]["mean baseline"]
-    assert rnd["seg"]["pixel_acc"] > mean["seg"]["pixel_acc"] + 0.02
-    assert rnd["albedo"]["MAE"] < mean["albedo"]["MAE"] - 0.005
+    assert rnd["seg"]["pixel_acc"] > mean["seg"]["pixel_acc"] + 0.003
+    assert rnd["albedo"]["MAE"] < mean["albedo"]["MAE"] - 0.02
     fit = res["fits"]["random"]["seg"]
     assert fit["solver"].startswith("softmax") and fit["refit_converged"]
     assert res["layers"]["random"] == [1, 2, 3, 5]

@@ -8,7 +8,7 @@ import math
 import torch
 
 from humans.pretrain.config import MaeConfig
-from humans.pretrain.dino import DinoLoss, koleo_loss, sinkhorn_knopp, teacher_temperature
+from humans.pretrain.cl import ClLoss, koleo_loss, sinkhorn_knopp, teacher_temperature
 from humans.pretrain.trainer import Trainer
 from pretrain_testlib import tiny_config
 
@@ -53,12 +53,12 @@ def test_sinkhorn_gives_uniform_marginals_where_softmax_collapses():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(32, 8, generator=g)
     logits[:, 0] += 3.0                       # every sample prefers prototype 0
-    soft = DinoLoss(8).teacher_probs(logits, 0.1)          # EMA centring (zero centre): softmax
+    soft = ClLoss(8).teacher_probs(logits, 0.1)          # EMA centring (zero centre): softmax
     assert soft.sum(0)[0] > 0.8 * 32                       # nearly all mass on prototype 0
     q = sinkhorn_knopp(logits, 0.1, iters=200)
     torch.testing.assert_close(q.sum(1), torch.ones(32))                       # rows: distributions
     torch.testing.assert_close(q.sum(0), torch.full((8,), 32 / 8), atol=1e-3, rtol=0)  # columns: B/K
-    q3 = DinoLoss(8, centering="sinkhorn", sinkhorn_iters=3).teacher_probs(logits, 0.1)
+    q3 = ClLoss(8, centering="sinkhorn", sinkhorn_iters=3).teacher_probs(logits, 0.1)
     torch.testing.assert_close(q3.sum(1), torch.ones(32))
     assert (q3.sum(0) - 4).abs().max() < 0.25 * (soft.sum(0) - 4).abs().max()
 
@@ -84,4 +84,32 @@ def test_sinkhorn_and_koleo_in_a_training_run(fixture_shards, tmp_path):
     trainer.close()
     h = trainer.history
     assert all(math.isfinite(x["loss_koleo"]) for x in h) and h[0]["teacher_temp"] == 0.04
-    assert torch.count_nonzero(trainer.model.dino_loss.center) == 0    # Sinkhorn keeps no centre
+    assert torch.count_nonzero(trainer.model.cl_loss.center) == 0    # Sinkhorn keeps no centre
+
+
+def test_cl_run_teacher_entropy_falls_below_log_k_without_collapse(fixture_shards, tmp_path):
+    """A short self-distillation run of the (randomly initialised) study-s8 model: the collapse
+    monitors are logged every step, the teacher's entropy ends well below log K (it is not uniform)
+    while its batch-mean output stays spread over the prototypes (KL to uniform far from log K)."""
+    from humans.pretrain.cl import collapse_monitors
+
+    k = 64
+    probs = torch.full((8, k), 1.0 / k)
+    m = collapse_monitors(probs, torch.randn(8, k))
+    assert abs(m["teacher_kl_uniform"]) < 1e-5
+    one_hot = torch.nn.functional.one_hot(torch.zeros(8, dtype=torch.long), k).float()
+    assert abs(collapse_monitors(one_hot, torch.ones(8, k))["teacher_kl_uniform"] - math.log(k)) < 1e-4
+    assert collapse_monitors(one_hot, torch.ones(8, k))["teacher_feature_std"] < 1e-4
+
+    cfg = tiny_config(fixture_shards, steps=25, threads=1, **{
+        "model": "study-s8", "objective": "cl", "views.global_size": 32, "views.local_size": 16,
+        "cl.out_dim": k, "data.batch_size": 8, "optim.warmup_steps": 3})
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.run()
+    trainer.close()
+    h = trainer.history
+    assert all({"teacher_entropy", "teacher_kl_uniform", "teacher_feature_std"} <= set(x) for x in h)
+    assert h[-1]["teacher_entropy"] < math.log(k) - 0.5
+    assert h[-1]["teacher_kl_uniform"] < 0.5 * math.log(k) and h[-1]["teacher_feature_std"] > 0.05
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert "teacher_kl_uniform" in header and "teacher_feature_std" in header
