@@ -188,19 +188,40 @@ def delete(uri: str) -> None:
 
 
 def list_files(uri: str, recursive: bool = False) -> list[tuple[str, int]]:
-    """(relative POSIX path, size) of the files under folder/prefix ``uri``, sorted; [] if none."""
+    """(relative POSIX path, size) of the files under folder/prefix ``uri``, sorted; [] if none.
+
+    Locally: regular files (links to them included), hidden or not, without descending into linked
+    folders; names that are not valid UTF-8 keep their surrogate escapes (as ``os`` gives them)."""
     import pyarrow.fs as pafs
 
+    if not is_remote(uri):
+        return _list_local(_local(uri), recursive)
     fs, base = filesystem(uri)
     try:
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    out = []
-    for info in infos:
-        if info.type == pafs.FileType.File:
-            out.append((posixpath.relpath(info.path, base) if is_remote(uri) else
-                        os.path.relpath(info.path, base).replace(os.sep, "/"), info.size))
+    return sorted((posixpath.relpath(i.path, base), i.size) for i in infos if i.type == pafs.FileType.File)
+
+
+def _list_local(base: str, recursive: bool) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(base, rel_dir) if rel_dir else base))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for e in entries:
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            try:
+                if e.is_file():
+                    out.append((rel, e.stat().st_size))
+                elif recursive and e.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+            except OSError:  # vanished, or a broken link: not a file
+                continue
     return sorted(out)
 
 

@@ -59,3 +59,12 @@ def test_two_node_cluster_writes_one_consistent_index(demo_pool_dir, tmp_path):
     assert manifest["total_samples"] == len(index) and len(manifest["shards"]) == summary["shards"] >= 4
     records = [json.loads(p.read_text()) for p in (out / "work" / "shards").glob("*.json")]
     assert len({r["node_id"] for r in records}) == 2
+
+
+def test_models_run_on_the_gpu_ray_assigned_else_cpu():
+    from humans.curation.raytools import assigned_device
+
+    assert assigned_device(0, gpu_ids=[0], cuda_available=True) == "cpu"  # the stage asked for none
+    assert assigned_device(1, gpu_ids=[3], cuda_available=True) == "cuda:0"  # Ray's GPU is cuda:0 in the actor
+    assert assigned_device(0.5, gpu_ids=[], cuda_available=True) == "cpu"  # asked, none assigned
+    assert assigned_device(1, gpu_ids=[0], cuda_available=False) == "cpu"  # assigned but no usable CUDA

@@ -16,14 +16,14 @@ import pytest
 from humans.curation.decisions import read_decisions
 from humans.shared import storage
 
-pytest.importorskip("moto.server", reason="moto[server] (test extra) provides the S3 server")
-from curation_s3server import moto_s3  # noqa: E402  (beside this file)
-
 CONFIG = str(Path(__file__).with_name("cheap_pipelines.yaml"))  # cheap stages: the test is about storage
 
 
 @pytest.fixture
 def s3(monkeypatch):
+    pytest.importorskip("moto.server", reason="moto[server] (test extra) provides the S3 server")
+    from curation_s3server import moto_s3  # beside this file
+
     with moto_s3() as (bucket, env):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
@@ -96,3 +96,28 @@ def test_pool_on_s3_curated_to_s3_and_read_back_with_webdataset(s3, demo_pool_di
     assert main(cmd) == 0
     again = storage.read_json(storage.join(out, "run.json"))
     assert again["tasks_resumed"] == again["tasks"] and again["shards_skipped"] == again["shards"] == n
+
+
+def test_storage_layer_local_and_s3(s3, tmp_path, monkeypatch):
+    from humans.curation.raytools import LocationError, resolve_location
+
+    monkeypatch.chdir(tmp_path)
+    assert storage.is_remote("s3://b/x") and not storage.is_remote("/a/b") and not storage.is_remote("http://h/x")
+    assert resolve_location("rel/out", "--out") == str(tmp_path / "rel" / "out")
+    assert resolve_location("s3://b/out/", "--out") == "s3://b/out"
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # as in the driver of a submitted job
+    with pytest.raises(LocationError, match="relative path"):
+        resolve_location("rel/out", "--out")
+    assert resolve_location(str(tmp_path), "--out") == str(tmp_path)
+    for base in (str(tmp_path / "local"), f"{s3}/prefix"):
+        f = storage.join(base, "a", "b.json")
+        assert not storage.exists(f) and storage.size(f) is None and storage.list_files(base) == []
+        storage.write_json(f, {"x": 1})
+        assert storage.read_json(f) == {"x": 1} and storage.is_file(f) and not storage.is_file(base)
+        storage.write_bytes(storage.join(base, "top.bin"), b"12345")
+        assert storage.list_files(base) == [("top.bin", 5)]
+        assert storage.list_files(base, recursive=True) == [("a/b.json", storage.size(f)), ("top.bin", 5)]
+        storage.delete(f)
+        storage.delete(f)  # no error when gone
+        assert not storage.exists(f)
+    assert sorted(os.listdir(tmp_path)) == ["local"]  # the s3 URIs never touched the local disk
