@@ -1,5 +1,5 @@
 """The README's `ray job submit` commands against a real `ray start --head` on loopback (Ray 2.60 with
-token auth, as a user's cluster runs): without the token the job server answers 401; with
+token auth, as a user's cluster runs): without the token the job client is refused; with
 ``RAY_AUTH_MODE=token`` and the token the job curates an absolute local path, and (with moto's S3
 server) an s3:// pool into s3:// shards; a relative ``--out`` is refused with a message, since it would
 land in Ray's temporary copy of the working directory."""
@@ -63,12 +63,23 @@ def ray_head():
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(60)
+            proc.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def small_pool(demo_pool_dir, tmp_path_factory):
+    """36 images of the demo pool (people first): the jobs test placement and paths, not the stages."""
+    labels = pd.read_parquet(demo_pool_dir / "labels.parquet").sort_values("category", key=lambda c: c != "person")
+    root = tmp_path_factory.mktemp("jobpool") / "pool"
+    root.mkdir()
+    for f in labels["file"].head(36):
+        shutil.copyfile(demo_pool_dir / f, root / Path(f).name)
+    return root
 
 
 def _submit(head, *args: str, env: dict | None = None, runtime_env: dict | None = None):
@@ -83,28 +94,28 @@ def _check_shards(out: Path) -> int:
     index = pd.read_parquet(out / "index.parquet")
     keys = [s["__key__"] for shard in list_shards(out) for s in iter_tar_samples(shard)]
     assert index["key"].is_unique and sorted(keys) == sorted(index["key"])
-    assert read_manifest(out)["total_samples"] == len(index) > 30
+    assert read_manifest(out)["total_samples"] == len(index) > 10
     return len(index)
 
 
-def test_ray_job_submit_with_token_local_paths(ray_head, demo_pool_dir, tmp_path):
+def test_ray_job_submit_with_token_local_paths(ray_head, small_pool, tmp_path):
     no_token = {k: v for k, v in ray_head["env"].items() if not k.startswith("RAY_AUTH")}
     denied = subprocess.run([RAY, "job", "list", "--address", ray_head["address"]], cwd=REPO, env=no_token,
                             capture_output=True, text=True, timeout=120)
-    assert denied.returncode != 0 and "401" in denied.stdout + denied.stderr
+    assert denied.returncode != 0 and "token authentication is enabled" in denied.stderr, denied.stderr[-2000:]
 
     out = tmp_path / "shards"
-    done = _submit(ray_head, "--input", str(demo_pool_dir), "--out", str(out))
+    done = _submit(ray_head, "--input", str(small_pool), "--out", str(out))
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "succeeded" in done.stdout + done.stderr
     _check_shards(out)
 
-    refused = _submit(ray_head, "--input", str(demo_pool_dir), "--out", "relative/out")
+    refused = _submit(ray_head, "--input", str(small_pool), "--out", "relative/out")
     text = refused.stdout + refused.stderr
     assert refused.returncode != 0 and "is a relative path" in text and "working directory" in text, text[-3000:]
 
 
-def test_ray_job_submit_s3(ray_head, demo_pool_dir):
+def test_ray_job_submit_s3(ray_head, small_pool):
     pytest.importorskip("moto.server", reason="moto[server] (test extra) provides the S3 server")
     from curation_s3server import moto_s3
 
@@ -112,9 +123,8 @@ def test_ray_job_submit_s3(ray_head, demo_pool_dir):
         os.environ.update(s3env)  # for this process's reads below
         try:
             pool, out = f"{bucket}/pool", f"{bucket}/out"
-            for p in sorted(Path(demo_pool_dir).rglob("*")):
-                if p.is_file():
-                    storage.write_bytes(storage.join(pool, p.relative_to(demo_pool_dir).as_posix()), p.read_bytes())
+            for p in sorted(small_pool.iterdir()):
+                storage.write_bytes(storage.join(pool, p.name), p.read_bytes())
             # the endpoint and credentials travel with the job (the README's --runtime-env-json)
             done = _submit(ray_head, "--input", pool, "--out", out, runtime_env={"env_vars": s3env})
             assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
@@ -125,7 +135,7 @@ def test_ray_job_submit_s3(ray_head, demo_pool_dir):
             urls = [storage.join(out, e["name"]) for e in manifest["shards"]]
             samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
             index = storage.read_parquet(storage.join(out, "index.parquet")).to_pandas()
-            assert sorted(s["__key__"] for s in samples) == sorted(index["key"]) and len(index) > 30
+            assert sorted(s["__key__"] for s in samples) == sorted(index["key"]) and len(index) > 10
             sha = dict(zip(index["key"], index["image_sha256"]))
             for s in samples:
                 meta = json.loads(s["json"])
