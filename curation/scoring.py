@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
-
 from humans.shared import storage
 
 from .config import STAGE_ORDER
