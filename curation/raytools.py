@@ -39,7 +39,9 @@ def in_submitted_job() -> bool:
 def resolve_location(uri: str, what: str) -> str:
     """``uri`` made absolute on the driver (URIs unchanged); a relative path is refused in a submitted job."""
     s = str(uri)
-    if storage.is_remote(s) or os.path.isabs(os.path.expanduser(s)):
+    if "://" in s and not s.startswith("file://") or s.startswith("pipe:"):
+        return storage.resolve(s) if storage.is_remote(s) else s  # http(s)://, pipe: shards: as given
+    if os.path.isabs(os.path.expanduser(s)):
         return storage.resolve(s)
     if in_submitted_job():
         raise LocationError(
@@ -96,7 +98,10 @@ def fit_actors(want: int, cpus: float, total_cpus: float, reserve: float) -> tup
     free = max(total_cpus - reserve, 0.0)
     n = max(1, min(want, int(free // cpus) if cpus > 0 else want))
     if cpus > 0 and n * cpus > free:
-        cpus = max(free / n, 0.01) if free > 0 else 0.01
+        # no CPU left beside the reserve (e.g. --threads 1): the actors take none, so that the plain
+        # tasks they depend on can still be scheduled (a 0.01-CPU actor left 0.99 of 1 CPU: a 1-CPU
+        # filter task never ran)
+        cpus = free / n if free > 0 else 0.0
     return n, cpus
 
 

@@ -68,3 +68,13 @@ def test_models_run_on_the_gpu_ray_assigned_else_cpu():
     assert assigned_device(1, gpu_ids=[3], cuda_available=True) == "cuda:0"  # Ray's GPU is cuda:0 in the actor
     assert assigned_device(0.5, gpu_ids=[], cuda_available=True) == "cpu"  # asked, none assigned
     assert assigned_device(1, gpu_ids=[0], cuda_available=False) == "cpu"  # assigned but no usable CUDA
+
+
+def test_actors_leave_room_for_the_tasks_they_wait_on():
+    from humans.curation.raytools import fit_actors
+
+    assert fit_actors(2, 1.0, total_cpus=4, reserve=1) == (2, 1.0)
+    assert fit_actors(4, 1.0, total_cpus=3, reserve=1) == (2, 1.0)
+    assert fit_actors(2, 1.0, total_cpus=2, reserve=1.5) == (1, 0.5)
+    # one CPU in all (--threads 1) and a 1-CPU filter task to feed the actor: the actor takes none
+    assert fit_actors(1, 1.0, total_cpus=1, reserve=1) == (1, 0.0)

@@ -105,6 +105,8 @@ def test_storage_layer_local_and_s3(s3, tmp_path, monkeypatch):
     assert storage.is_remote("s3://b/x") and not storage.is_remote("/a/b") and not storage.is_remote("http://h/x")
     assert resolve_location("rel/out", "--out") == str(tmp_path / "rel" / "out")
     assert resolve_location("s3://b/out/", "--out") == "s3://b/out"
+    assert resolve_location("https://h/x-{0..3}.tar", "--input") == "https://h/x-{0..3}.tar"
+    assert resolve_location("pipe:cat x.tar", "--input") == "pipe:cat x.tar"
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # as in the driver of a submitted job
     with pytest.raises(LocationError, match="relative path"):
         resolve_location("rel/out", "--out")
