@@ -16,8 +16,8 @@ exit status: 0 done; 2 bad config, pool or checkpoint (found before any work); 3
 
 examples:
   humans-curate run --pipeline humans --input POOL --out OUT
-  RAY_AUTH_MODE=token RAY_AUTH_TOKEN=TOKEN ray job submit --address http://HEAD:8265 --working-dir . -- \
-    python -m curation run --pipeline humans --input s3://bucket/pool --out s3://bucket/curated
+  RAY_AUTH_MODE=token RAY_AUTH_TOKEN=TOKEN ray job submit --working-dir . --address http://HEAD:8265 -- \
+    python -m humans.curation run --pipeline humans --input s3://bucket/pool --out s3://bucket/curated
   humans-curate run --input POOL --out OUT --detector-weights yolov8n.pt --set person.min_score=0.4
   humans-curate run --input POOL --out OUT --config my_pipelines.yaml --pipeline mine
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from curation_s3server import free_port
+from s3_testlib import free_port
 
 from humans.shared import storage
 from humans.shared.shards import iter_tar_samples, list_shards, read_manifest
@@ -86,7 +86,7 @@ def _submit(head, *args: str, env: dict | None = None, runtime_env: dict | None 
     cmd = [RAY, "job", "submit", "--address", head["address"], "--working-dir", "."]
     if runtime_env:
         cmd += ["--runtime-env-json", json.dumps(runtime_env)]
-    cmd += ["--", "python", "-m", "curation", "run", "--config", CONFIG, "--pipeline", "cheap", *args]
+    cmd += ["--", "python", "-m", "humans.curation", "run", "--config", CONFIG, "--pipeline", "cheap", *args]
     return subprocess.run(cmd, cwd=REPO, env=env or head["env"], capture_output=True, text=True, timeout=400)
 
 
@@ -117,7 +117,7 @@ def test_ray_job_submit_with_token_local_paths(ray_head, small_pool, tmp_path):
 
 def test_ray_job_submit_s3(ray_head, small_pool):
     pytest.importorskip("moto.server", reason="moto[server] (test extra) provides the S3 server")
-    from curation_s3server import moto_s3
+    from s3_testlib import moto_s3
 
     with moto_s3() as (bucket, s3env):
         os.environ.update(s3env)  # for this process's reads below

@@ -22,7 +22,7 @@ CONFIG = str(Path(__file__).with_name("cheap_pipelines.yaml"))  # cheap stages: 
 @pytest.fixture
 def s3(monkeypatch):
     pytest.importorskip("moto.server", reason="moto[server] (test extra) provides the S3 server")
-    from curation_s3server import moto_s3  # beside this file
+    from s3_testlib import moto_s3  # beside this file
 
     with moto_s3() as (bucket, env):
         for k, v in env.items():
