@@ -15,12 +15,16 @@ exit status: 0 done; 2 bad config, pool or checkpoint (found before any work); 3
 
 examples:
   humans-curate run --pipeline humans --input POOL --out OUT
-  ray job submit --working-dir . -- python -m curation run --pipeline humans --input POOL --out OUT
+  RAY_AUTH_MODE=token RAY_AUTH_TOKEN=TOKEN ray job submit --working-dir . --address http://HEAD:8265 -- \
+    python -m humans.curation run --pipeline humans --input s3://bucket/pool --out s3://bucket/curated
   humans-curate run --input POOL --out OUT --detector-weights yolov8n.pt --set person.min_score=0.4
   humans-curate run --input POOL --out OUT --config my_pipelines.yaml --pipeline mine
 
 POOL is a folder of images, a .tar shard / folder of shards / glob / brace pattern
-(x-{000000..000009}.tar), or a .parquet/.csv file with a `url` column (optional `key`).
+(x-{000000..000009}.tar), or a .parquet/.csv file with a `url` column (optional `key`); POOL and
+OUT may be local paths or object-store URIs (s3://bucket/prefix; endpoint and keys from
+AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). A relative path is made absolute;
+under `ray job submit` it is refused (docs/cluster.md).
 Rerunning the same command on the same OUT resumes: finished tasks and shards are skipped.
 Under `ray job submit` (RAY_ADDRESS set) the job joins that cluster; otherwise a local Ray
 instance is started on 127.0.0.1 and stopped at the end.
@@ -35,9 +39,9 @@ def _add_run(sub) -> None:
                        epilog=RUN_EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--input", "--pool", dest="pool", required=True,
                    help="the pool: image folder, tar shard(s) (path, folder, glob or brace pattern) or a "
-                        ".parquet/.csv list of URLs")
-    add_out(p, "run directory (shards, index.parquet, manifest.json, stages/, run.json); "
-               "an existing one is resumed", old=("--output",))
+                        ".parquet/.csv list of URLs; a local path or an s3:// URI")
+    add_out(p, "run directory (shards, index.parquet, manifest.json, stages/, run.json), a local path or "
+               "an s3:// URI; an existing one is resumed", old=("--output",))
     p.add_argument("--pipeline", default="humans", help="pipeline name in the config")
     add_config(p, "your own pipelines YAML file (default: the pipelines.yaml shipped in the curation package)")
     p.add_argument("--ray-address", default=None,
@@ -78,7 +82,7 @@ def _cmd_run(args) -> int:
     if args.summary_json:
         from humans.shared.shards import atomic_write_json
 
-        atomic_write_json(args.summary_json, summary)
+        atomic_write_json(args.summary_json, summary)  # a local file of the caller's
     if summary["samples"] == 0:
         print(f"error: the run kept 0 samples: every one of the {summary['stages']['00_read']['in']} pool items "
               f"was rejected (the table above shows at which stage and why; the decisions are in "
@@ -177,9 +181,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     not pay for importing the pipeline (pandas, Arrow, Ray)."""
     from humans.shared.config import ConfigError
 
+    from .raytools import LocationError
     from .sources import PoolSpecError
 
-    errors: list[type[BaseException]] = [ConfigError, PoolSpecError, FileNotFoundError]
+    errors: list[type[BaseException]] = [ConfigError, PoolSpecError, LocationError, FileNotFoundError]
     pipeline = sys.modules.get(f"{__name__.rpartition('.')[0]}.pipeline")
     if pipeline is not None:
         errors.append(pipeline.PipelineStateError)

@@ -2,7 +2,8 @@
 
 Every file has the common ``shared.schema.DECISION_COLUMNS`` (key, source, stage, kept, reason)
 plus ``task_id`` and the stage's own score columns. Explicit schemas keep files of different tasks
-concatenable even when a task happens to have only nulls in a column.
+concatenable even when a task happens to have only nulls in a column. Paths may be local or object-store
+URIs (``shared.storage``).
 """
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from humans.shared.atomic import atomic_path
+from humans.shared import storage
 from humans.shared.schema import STAGES_DIR
 
 from .config import STAGE_DIRS
@@ -52,24 +52,23 @@ def schema(stage: str) -> pa.Schema:
     return pa.schema(_COMMON + _STAGE_COLUMNS[stage])
 
 
-def stage_dir(run_dir: str | Path, stage: str) -> Path:
-    return Path(run_dir) / STAGES_DIR / STAGE_DIRS[stage]
+def stage_dir(run_dir: str | Path, stage: str) -> str:
+    """The folder (or object-store prefix) of ``stage``'s decision parquets."""
+    return storage.join(str(run_dir), STAGES_DIR, STAGE_DIRS[stage])
 
 
-def _atomic_parquet(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+def decision_path(run_dir: str | Path, stage: str, task_id: str) -> str:
+    return storage.join(stage_dir(run_dir, stage), f"{task_id}.parquet")
 
 
 def write_rows(path: str | Path, rows: list[dict[str, Any]], arrow_schema: pa.Schema) -> None:
-    """Write ``rows`` (dicts; missing columns become null) atomically as parquet."""
+    """Write ``rows`` (dicts; missing columns become null) atomically as parquet (local path or URI)."""
     cols = {f.name: [r.get(f.name) for r in rows] for f in arrow_schema}
-    _atomic_parquet(pa.table(cols, schema=arrow_schema), Path(path))
+    storage.write_parquet(str(path), pa.table(cols, schema=arrow_schema))
 
 
-def write_decisions(run_dir: str | Path, stage: str, task_id: str, rows: list[dict[str, Any]]) -> Path:
-    path = stage_dir(run_dir, stage) / f"{task_id}.parquet"
+def write_decisions(run_dir: str | Path, stage: str, task_id: str, rows: list[dict[str, Any]]) -> str:
+    path = decision_path(run_dir, stage, task_id)
     for r in rows:
         r.setdefault("stage", stage)
         r.setdefault("task_id", task_id)
@@ -79,7 +78,9 @@ def write_decisions(run_dir: str | Path, stage: str, task_id: str, rows: list[di
 
 def read_decisions(run_dir: str | Path, stage: str, columns: list[str] | None = None) -> pd.DataFrame:
     """All decision rows of ``stage`` (empty frame with the schema's columns if none)."""
-    files = sorted(stage_dir(run_dir, stage).glob("*.parquet"))
+    folder = stage_dir(run_dir, stage)
+    files = [storage.join(folder, rel) for rel, _ in storage.list_files(folder)
+             if rel.endswith(".parquet") and not storage.basename(rel).startswith(".")]
     if not files:
         return schema(stage).empty_table().to_pandas()[columns or slice(None)]
-    return pd.concat([pq.read_table(f, columns=columns).to_pandas() for f in files], ignore_index=True)
+    return pd.concat([storage.read_parquet(f, columns=columns).to_pandas() for f in files], ignore_index=True)

@@ -15,13 +15,10 @@ which labelled categories it rejected: the first place to look when tuning thres
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
-
-from humans.shared.shards import atomic_write_json
+from humans.shared import storage
 
 from .config import STAGE_ORDER
 from .decisions import read_decisions
@@ -37,7 +34,7 @@ def _ratio(a: int, b: int) -> float | None:
 
 def score_run(run_dir: str | Path, pool_dir: str | Path, json_path: str | Path | None = None) -> dict:
     """Score ``run_dir`` against ``pool_dir/labels.parquet``; writes ``RUN/scores.json`` (or json_path)."""
-    labels = pd.read_parquet(Path(pool_dir) / "labels.parquet")
+    labels = storage.read_parquet(storage.join(str(pool_dir), "labels.parquet")).to_pandas()
     expected = dict(zip(labels["key"], labels["expected_reject_stage"].fillna("")))
     group = dict(zip(labels["key"], labels["dup_group"].fillna("")))
     category = dict(zip(labels["key"], labels["category"]))
@@ -81,7 +78,7 @@ def score_run(run_dir: str | Path, pool_dir: str | Path, json_path: str | Path |
                        "recall": _ratio(len(good), len(should)),
                        "unexpected_kept": sorted(k for k in kept if ident.get(k, k) not in should),
                        "lost": sorted(should - kept_ids)}}
-    atomic_write_json(Path(json_path) if json_path else Path(run_dir) / "scores.json", result)
+    storage.write_json(str(json_path) if json_path else storage.join(str(run_dir), "scores.json"), result)
     return result
 
 
@@ -102,7 +99,3 @@ def format_table(scores: dict) -> str:
     if k["lost"]:
         lines.append("lost (should be kept): " + ", ".join(k["lost"][:20]))
     return "\n".join(lines)
-
-
-def load_scores(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())

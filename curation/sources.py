@@ -19,6 +19,9 @@ Nothing is lost silently: an unreadable file, a broken shard or a failed downloa
 ``broken_symlink``, ``outside_pool``, ``read_timeout``, ``missing_file``) and ``detail`` saying
 why, so the pipeline counts it under its reason. Folder pools read only regular files inside the
 pool root, each with a size cap and a timeout (``ReadConfig``).
+
+Any of these may live on an object store (``s3://bucket/pool``, read through ``shared.storage``):
+a folder is then a key prefix, and its files are read with the same size cap.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from humans.shared import storage
 from humans.shared.imageio import MAX_BYTES
 from humans.shared.schema import IMAGE_EXTENSIONS, KEY_RE
 
@@ -149,17 +153,24 @@ def _is_shard_name(name: str) -> bool:
     return name.lower().endswith((".tar", ".tar.gz", ".tgz"))
 
 
+def _remote_glob(spec: str) -> list[str]:
+    import fnmatch
+
+    folder, _, pattern = spec.rpartition("/")
+    return [storage.join(folder, n) for n, _ in storage.list_files(folder) if fnmatch.fnmatchcase(n, pattern)]
+
+
 def _expand_shards(spec: str) -> list[str]:
     if "{" in spec:
         import braceexpand
 
         shards = list(braceexpand.braceexpand(spec))
     elif any(c in spec for c in "*?["):
-        shards = sorted(globmod.glob(spec))
+        shards = _remote_glob(spec) if storage.is_remote(spec) else sorted(globmod.glob(spec))
     else:
         shards = [spec]
-    local = [s for s in shards if "://" not in s and not s.startswith("pipe:")]
-    missing = [s for s in local if not os.path.isfile(s)]
+    local = [s for s in shards if ("://" not in s or storage.is_remote(s)) and not s.startswith("pipe:")]
+    missing = [s for s in local if not storage.is_file(s)]
     if missing:
         raise PoolSpecError(f"pool {spec!r}: {len(missing)} shard(s) not found, first: {missing[0]}")
     if not shards:
@@ -178,13 +189,11 @@ def _walk_images(root: Path) -> list[str]:
     return sorted(rels)
 
 
-def _labelled_entries(root: Path) -> list[tuple[str, str]] | None:
-    path = root / LABELS_NAME
-    if not path.is_file():
+def _labelled_entries(root: str) -> list[tuple[str, str]] | None:
+    path = storage.join(root, LABELS_NAME)
+    if not storage.is_file(path):
         return None
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
+    table = storage.read_parquet(path)
     if not {"key", "file"} <= set(table.column_names):
         return None
     keys = table.column("key").to_pylist()
@@ -200,10 +209,15 @@ def _labelled_entries(root: Path) -> list[tuple[str, str]] | None:
     return sorted(zip(files, keys))
 
 
-def _file_tasks(root: Path, items_per_task: int) -> list[PoolTask]:
+def _remote_images(root: str) -> list[str]:
+    return [rel for rel, _ in storage.list_files(root, recursive=True)
+            if not any(part.startswith(".") for part in rel.split("/")) and _ext(rel) in POOL_IMAGE_EXTENSIONS]
+
+
+def _file_tasks(root: str, items_per_task: int) -> list[PoolTask]:
     entries = _labelled_entries(root)
     if entries is None:
-        rels = _walk_images(root)
+        rels = _remote_images(root) if storage.is_remote(root) else _walk_images(Path(root))
         entries = list(zip(rels, path_keys(rels)))
     tasks = []
     for i in range(0, len(entries), items_per_task):
@@ -216,18 +230,14 @@ def _file_tasks(root: Path, items_per_task: int) -> list[PoolTask]:
 
 def _count_rows(path: str) -> int:
     if path.lower().endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
+        return storage.parquet_file(path).metadata.num_rows
     return len(_read_url_rows(path, 0, None))
 
 
 def _read_url_rows(path: str, start: int, stop: int | None) -> list[tuple[str, str | None]]:
     """(url, key or None) for rows start..stop-1 of a parquet/CSV list."""
     if path.lower().endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
+        pf = storage.parquet_file(path)
         names = pf.schema_arrow.names
         if "url" not in names:
             raise PoolSpecError(f"{path}: no 'url' column (columns: {names})")
@@ -249,7 +259,7 @@ def _read_url_rows(path: str, start: int, stop: int | None) -> list[tuple[str, s
     else:
         import pyarrow.csv as pcsv
 
-        table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+        table = pcsv.read_csv(storage.open_input(path), convert_options=pcsv.ConvertOptions(
             column_types={"url": "string", "key": "string"}, include_missing_columns=False))
         if "url" not in table.column_names:
             raise PoolSpecError(f"{path}: no 'url' column (columns: {table.column_names})")
@@ -271,17 +281,18 @@ def plan_pool(spec: str, items_per_task: int = 256) -> list[PoolTask]:
         raise ValueError(f"items_per_task must be >= 1, got {items_per_task}")
     spec = str(spec)
     if _is_url_list(spec):
-        if not os.path.isfile(spec):
+        if not storage.is_file(spec):
             raise PoolSpecError(f"URL list {spec!r} not found")
         n = _count_rows(spec)
         _read_url_rows(spec, 0, 0)  # checks the 'url' column now, not in a worker later
         return [PoolTask(task_id=f"urls-{s:010d}-{min(s + items_per_task, n):010d}", kind="urls",
-                         root=os.path.abspath(spec), start=s, stop=min(s + items_per_task, n))
+                         root=storage.resolve(spec), start=s, stop=min(s + items_per_task, n))
                 for s in range(0, n, items_per_task)]
-    if os.path.isdir(spec):
-        root = Path(spec).resolve()
-        top_shards = sorted(str(p) for p in root.iterdir() if p.is_file() and _is_shard_name(p.name))
-        if top_shards and not (root / LABELS_NAME).is_file():
+    remote = storage.is_remote(spec)
+    if (remote and storage.is_dir(spec)) or (not remote and os.path.isdir(spec)):
+        root = storage.resolve(spec) if remote else str(Path(spec).resolve())
+        top_shards = [storage.join(root, n) for n, _ in storage.list_files(root) if _is_shard_name(n)]
+        if top_shards and not storage.is_file(storage.join(root, LABELS_NAME)):
             shards = top_shards
         else:
             tasks = _file_tasks(root, items_per_task)
@@ -291,7 +302,7 @@ def plan_pool(spec: str, items_per_task: int = 256) -> list[PoolTask]:
             return tasks
     elif _is_shard_name(spec.split("?")[0]) or "{" in spec or any(c in spec for c in "*?["):
         shards = _expand_shards(spec)
-    elif os.path.exists(spec):
+    elif storage.exists(spec) if remote else os.path.exists(spec):
         raise PoolSpecError(f"pool {spec!r} is a file but not a .tar shard or a .parquet/.csv URL list")
     else:
         raise PoolSpecError(f"pool {spec!r} not found (expected a folder, .tar shard(s), or a .parquet/.csv "
@@ -300,7 +311,7 @@ def plan_pool(spec: str, items_per_task: int = 256) -> list[PoolTask]:
     for shard in shards:
         name = os.path.basename(shard.split("?")[0])
         stem = re.sub(r"\.(tar|tar\.gz|tgz)$", "", name, flags=re.I)
-        full = os.path.abspath(shard) if os.path.exists(shard) else shard
+        full = os.path.abspath(shard) if "://" not in shard and os.path.exists(shard) else shard
         tasks.append(PoolTask(task_id=f"tar-{sanitize_key(stem)}-{_short_hash(full, 6)}", kind="tar", root=full))
     ids = [t.task_id for t in tasks]
     if len(set(ids)) != len(ids):
@@ -309,9 +320,27 @@ def plan_pool(spec: str, items_per_task: int = 256) -> list[PoolTask]:
 
 
 # -- reading -----------------------------------------------------------------------------------
+def _read_remote(uri: str, read: ReadConfig) -> tuple[bytes | None, str | None, str | None]:
+    """(bytes, error, detail) of one object-store file, with the folder pools' size cap."""
+    try:
+        n = storage.size(uri)
+        if n is None:
+            return None, "missing_file", f"{uri} does not exist"
+        if n > read.max_bytes:
+            return None, "too_many_bytes", f"{n} bytes > read.max_bytes={read.max_bytes}"
+        return storage.read_bytes(uri), None, None
+    except OSError as exc:
+        return None, "read_error", str(exc)[:300]
+
+
 def _read_files(task: PoolTask, read: ReadConfig | None) -> Iterator[PoolItem]:
-    root = Path(task.root)
     read = read or ReadConfig()
+    if storage.is_remote(task.root):
+        for rel, key in task.entries:
+            uri = storage.join(task.root, rel)
+            yield PoolItem(key, uri, *_read_remote(uri, read))
+        return
+    root = Path(task.root)
     for rel, key in task.entries:
         path = root / rel
         res = read_local(root, rel, read)
@@ -328,6 +357,8 @@ def _wds_split(name: str) -> tuple[str, str]:
 
 
 def _open_shard(shard: str):
+    if storage.is_remote(shard):
+        return storage.open_input(shard)
     if os.path.exists(shard):
         return open(shard, "rb")
     from webdataset.gopen import gopen  # pipe:..., http(s)://... via curl

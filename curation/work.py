@@ -20,8 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from humans.shared import storage
 from humans.shared.imageio import ImageError, decode_rgb, encode_jpeg, encode_png, read_header
-from humans.shared.shards import atomic_write_json
 
 from .config import PipelineConfig
 from .decisions import STAGED_SCHEMA, write_decisions, write_rows
@@ -36,12 +36,27 @@ WORK_DIR = "work"
 _EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "GIF": "gif"}
 
 
-def done_path(run_dir: str | Path, task_id: str) -> Path:
-    return Path(run_dir) / WORK_DIR / "done" / f"{task_id}.json"
+def work_path(run_dir: str | Path, *parts: str) -> str:
+    """``RUN/work/...`` (a local path or an object-store URI, see ``shared.storage``)."""
+    return storage.join(str(run_dir), WORK_DIR, *parts)
 
 
-def staged_path(run_dir: str | Path, task_id: str) -> Path:
-    return Path(run_dir) / WORK_DIR / "staged" / f"{task_id}.parquet"
+def done_path(run_dir: str | Path, task_id: str) -> str:
+    return work_path(run_dir, "done", f"{task_id}.json")
+
+
+def staged_path(run_dir: str | Path, task_id: str) -> str:
+    return work_path(run_dir, "staged", f"{task_id}.parquet")
+
+
+def node_id() -> str | None:
+    """The Ray node this process runs on (recorded in work records), None outside Ray."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - a record without a node id is still a record
+        return None
 
 
 def _limit_threads(n: float) -> None:
@@ -135,7 +150,7 @@ class TaskCommitter:
 
     def __init__(self, cfg: PipelineConfig, run_dir: str):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.run_dir = str(run_dir)
         self.person = cfg.stage("person")
         self.framing = cfg.stage("framing")
         self.detector = None
@@ -214,16 +229,10 @@ class TaskCommitter:
         counts = {"task_id": task_id, "stages": {
             st: {"in": len(r), "out": sum(1 for x in r if x["kept"])} for st, r in rows.items()},
             "staged": len(staged),
-            "staged_sha256": hashlib.sha256("\n".join(s["key"] for s in staged).encode()).hexdigest()}
-        marker = done_path(self.run_dir, task_id)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(marker, counts)
+            "staged_sha256": hashlib.sha256("\n".join(s["key"] for s in staged).encode()).hexdigest(),
+            "node_id": node_id()}
+        storage.write_json(done_path(self.run_dir, task_id), counts)
         return counts
-
-
-def run_local(task: PoolTask, cfg: PipelineConfig, run_dir: str, task_index: int = 0) -> dict[str, Any]:
-    """Stages 0-4 of one task in this process (tests and benchmarks; the pipeline uses Ray)."""
-    return TaskCommitter(cfg, run_dir).process(filter_task(task, cfg, task_index))
 
 
 def env_int(name: str) -> int | None:

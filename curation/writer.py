@@ -6,24 +6,28 @@ written by ``shared.shards.ShardWriter`` (temp name, renamed when whole) and the
 ``work/shards/NAME.json`` (its ShardInfo and index rows). A shard whose record exists and whose
 file matches the record's size and key digest is skipped on resume; the index and manifest are
 rewritten atomically from the records at the end, so nothing is written twice or lost.
+
+The run folder may be an object-store URI (``shared.storage``): a shard is then built in a local
+temporary folder and uploaded once whole, so no partial shard is ever visible under its name.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from humans.shared.atomic import atomic_path
-from humans.shared.schema import INDEX_NAME, SampleMeta, shard_name
-from humans.shared.shards import ShardInfo, ShardWriter, atomic_write_json, keys_digest, write_manifest
+from humans.shared import storage
+from humans.shared.schema import INDEX_NAME, MANIFEST_NAME, SHARD_RE, SampleMeta, shard_name
+from humans.shared.shards import ShardInfo, ShardWriter, keys_digest, write_manifest
 
-from .work import WORK_DIR, staged_path
+from .work import node_id, staged_path, work_path
 
 INDEX_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("source", pa.string()), ("image_ext", pa.string()),
@@ -33,8 +37,8 @@ INDEX_SCHEMA = pa.schema([
 ])
 
 
-def record_path(run_dir: str | Path, name: str) -> Path:
-    return Path(run_dir) / WORK_DIR / "shards" / f"{name}.json"
+def record_path(run_dir: str | Path, name: str) -> str:
+    return work_path(run_dir, "shards", f"{name}.json")
 
 
 def cluster_id(rep: str) -> int:
@@ -47,14 +51,13 @@ def plan_shards(kept: list[tuple[str, str]], samples_per_shard: int) -> list[lis
     return [kept[i:i + samples_per_shard] for i in range(0, len(kept), samples_per_shard)]
 
 
-def _valid_record(run_dir: Path, name: str, keys: list[str]) -> dict | None:
+def _valid_record(run_dir: str, name: str, keys: list[str]) -> dict | None:
     rec_path = record_path(run_dir, name)
-    if not rec_path.is_file():
+    if not storage.is_file(rec_path):
         return None
-    rec = json.loads(rec_path.read_text())
-    tar = run_dir / name
+    rec = storage.read_json(rec_path)
     info = rec["info"]
-    if not tar.is_file() or tar.stat().st_size != info["bytes"] or info["keys_sha256"] != keys_digest(keys):
+    if storage.size(storage.join(run_dir, name)) != info["bytes"] or info["keys_sha256"] != keys_digest(keys):
         return None
     return rec
 
@@ -66,7 +69,7 @@ def write_shard(run_dir: str, prefix: str, index: int, members: list[tuple[str, 
     ``extra[key]`` carries the dedup scores (phash / embedding cluster sizes) to put in the metadata.
     Returns the record ``{"info": ShardInfo dict, "index": [rows], "skipped": bool}``.
     """
-    run = Path(run_dir)
+    run = str(run_dir)
     name = shard_name(prefix, index)
     keys = [k for _, k in members]
     rec = _valid_record(run, name, keys)
@@ -78,12 +81,14 @@ def write_shard(run_dir: str, prefix: str, index: int, members: list[tuple[str, 
         wanted.setdefault(task_id, set()).add(key)
     rows: dict[str, dict] = {}
     for task_id, ks in wanted.items():
-        table = pq.read_table(staged_path(run, task_id)).to_pylist()
+        table = storage.read_parquet(staged_path(run, task_id)).to_pylist()
         for r in table:
             if r["key"] in ks:
                 rows[r["key"]] = r
     index_rows = []
-    with ShardWriter(run, prefix, index) as writer:
+    local_dir = None if storage.is_remote(run) else run
+    tmpdir = tempfile.TemporaryDirectory(prefix="humans-shard-") if local_dir is None else None
+    with ShardWriter(local_dir or tmpdir.name, prefix, index) as writer:
         for key in keys:
             r = rows[key]
             meta_extra = json.loads(r["meta_json"])
@@ -107,42 +112,58 @@ def write_shard(run_dir: str, prefix: str, index: int, members: list[tuple[str, 
                 "n_persons": len(persons), "largest_person_frac": framing.get("largest_person_frac"),
                 "det_score": max((p["score"] for p in persons), default=None), "cluster_id": cid})
         info = writer.close()
-    rec = {"info": asdict(info), "index": index_rows}
-    record_path(run, name).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(record_path(run, name), rec)
+    if tmpdir is not None:  # object store: upload the whole shard, then drop the local copy
+        with tmpdir:
+            storage.put_file(os.path.join(tmpdir.name, name), storage.join(run, name))
+    rec = {"info": asdict(info), "index": index_rows, "node_id": node_id()}
+    storage.write_json(record_path(run, name), rec)
     rec["skipped"] = False
     return rec
 
 
-def finish(run_dir: str | Path, records: list[dict], extra_manifest: dict | None = None) -> tuple[Path, Path]:
+def finish(run_dir: str | Path, records: list[dict], extra_manifest: dict | None = None) -> tuple[str, str]:
     """Write ``index.parquet`` and ``manifest.json`` (both atomically) from the shard records."""
-    run = Path(run_dir)
+    run = str(run_dir)
     rows = [r for rec in sorted(records, key=lambda x: x["info"]["name"]) for r in rec["index"]]
     cols = {f.name: [r.get(f.name) for r in rows] for f in INDEX_SCHEMA}
-    with atomic_path(run / INDEX_NAME, tmp=run / (INDEX_NAME + ".tmp")) as tmp:
-        pq.write_table(pa.table(cols, schema=INDEX_SCHEMA), tmp)
-    manifest = write_manifest(run, [ShardInfo(**rec["info"]) for rec in records], extra_manifest)
-    return run / INDEX_NAME, manifest
+    storage.write_parquet(storage.join(run, INDEX_NAME), pa.table(cols, schema=INDEX_SCHEMA))
+    infos = [ShardInfo(**rec["info"]) for rec in records]
+    if storage.is_remote(run):  # the manifest's format lives in shared.shards: write it there, then upload
+        with tempfile.TemporaryDirectory(prefix="humans-manifest-") as tmp:
+            storage.write_bytes(storage.join(run, MANIFEST_NAME),
+                                Path(write_manifest(tmp, infos, extra_manifest)).read_bytes())
+    else:
+        write_manifest(run, infos, extra_manifest)
+    return storage.join(run, INDEX_NAME), storage.join(run, MANIFEST_NAME)
 
 
 def remove_stale(run_dir: str | Path, prefix: str, n_shards: int) -> list[str]:
     """Delete temporary shard files and shards beyond the plan (from an earlier, larger run)."""
-    run = Path(run_dir)
+    run = str(run_dir)
     removed = []
-    for p in run.glob(f"{prefix}-*.tar.tmp"):
-        p.unlink(missing_ok=True)
-        removed.append(p.name)
-    for p in run.glob(f"{prefix}-*.tar"):
+    for name, _ in storage.list_files(run):
+        if name.startswith(f"{prefix}-") and name.endswith(".tar.tmp"):
+            storage.delete(storage.join(run, name))
+            removed.append(name)
+            continue
+        if not (name.startswith(f"{prefix}-") and name.endswith(".tar")):
+            continue
         try:
-            idx = int(p.name[len(prefix) + 1:-4])
+            idx = int(name[len(prefix) + 1:-4])
         except ValueError:
             continue
         if idx >= n_shards:
-            p.unlink(missing_ok=True)
-            record_path(run, p.name).unlink(missing_ok=True)
-            removed.append(p.name)
+            storage.delete(storage.join(run, name))
+            storage.delete(record_path(run, name))
+            removed.append(name)
     return removed
 
 
+def list_shard_uris(run_dir: str | Path) -> list[str]:
+    """The whole shards of a run (local paths or URIs), sorted by name."""
+    run = str(run_dir)
+    return [storage.join(run, n) for n, _ in storage.list_files(run) if SHARD_RE.match(n)]
+
+
 def read_index(run_dir: str | Path) -> pd.DataFrame:
-    return pq.read_table(Path(run_dir) / INDEX_NAME).to_pandas()
+    return storage.read_parquet(storage.join(str(run_dir), INDEX_NAME)).to_pandas()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import functools
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from . import assets
 
@@ -255,7 +255,3 @@ def compose_person(rng: np.random.Generator, size: tuple[int, int] | None = None
             "background": bg, "size": size, "box": place.box, "scale": round(place.scale, 3), "flip": flip,
             "height_frac": round((place.box[3] - place.box[1]) / h, 3)}
     return canvas, info
-
-
-def soften(arr: np.ndarray, radius: float) -> np.ndarray:
-    return np.asarray(Image.fromarray(arr).filter(ImageFilter.GaussianBlur(radius)))

@@ -55,3 +55,9 @@ def resolve_clusters(edges: Iterable[tuple[str, str]], rank: dict[str, tuple]) -
         for k in members:
             out[k] = (rep, len(members))
     return out
+
+
+def rank_of(attr: tuple[int, int, str]) -> tuple:
+    """The ``rank`` of an image from ``(pixels, bytes, key)``: highest resolution first, then largest file."""
+    pixels, nbytes, key = attr
+    return (-pixels, -nbytes, key)

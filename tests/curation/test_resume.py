@@ -14,7 +14,8 @@ import pandas as pd
 from humans.curation import run_pipeline
 from humans.curation.config import load_pipeline
 from humans.curation.decisions import read_decisions
-from humans.curation.pipeline import FAIL_AFTER_ENV, _phase_cd
+from humans.curation.pipeline import FAIL_AFTER_ENV
+from humans.curation.stages.embedding_run import group_embeddings
 from humans.curation.sources import plan_pool
 from humans.shared.shards import file_sha256, iter_tar_samples, list_shards, read_manifest
 
@@ -96,7 +97,7 @@ def test_ivf_partitioned_embedding_dedup_agrees_with_exact_search(demo_pool_dir,
     cfg = load_pipeline(PIPE, overrides={"embedding.ivf_threshold": 2, "embedding.nlist": 4,
                                          "embedding.nprobe": 2, "embedding.partitions": 2})
     tasks = plan_pool(str(demo_pool_dir), cfg.items_per_task)
-    info = _phase_cd(tasks, cfg, out, total_cpus=2.0)
+    info = group_embeddings(tasks, cfg, str(out), total_cpus=2.0)
     assert info["index"] == "ivf" and info["nlist"] == 4 and info["vectors"] > 20
     ivf = read_decisions(out, "embedding").set_index("key")
     flat = read_decisions(curated_run_dir, "embedding").set_index("key")

@@ -1,0 +1,76 @@
+"""Curation throughput at 1, 2 and 4 Ray worker processes on one machine.
+
+Each run is a fresh driver process (its own local Ray instance with ``--threads N``) curating the same
+demo pool with the ``humans-test`` pipeline (all six stages) into a new folder, with every stage's
+``concurrency`` set to N, so N filter tasks / person actors / embedding actors can run at once. Prints
+one JSON line per run (images in, seconds per step, images/s) and, with ``--md``, a markdown table.
+
+    python benchmarks/curation_scaling.py --workers 1 2 4 --md benchmarks/results/curation_scaling.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_once(pool: str, out: str, n: int, pipeline: str) -> dict:
+    sets = [f"filter_resources.concurrency={n}", f"person.resources.concurrency={n}",
+            f"embedding.resources.concurrency={n}", f"phash.resources.concurrency={n}"]
+    cmd = [sys.executable, "-m", "humans.curation", "run", "--pipeline", pipeline, "--input", pool, "--out", out,
+           "--threads", str(n), "--summary-json", out + ".json"]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "HUMANS_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    summary = json.loads(Path(out + ".json").read_text())
+    n_in = summary["stages"]["00_read"]["in"]
+    return {"workers": n, "images": n_in, "samples": summary["samples"], "wall_s": round(wall, 1),
+            "pipeline_s": summary["seconds"]["total"], "images_per_s": round(n_in / summary["seconds"]["total"], 2),
+            "seconds": summary["seconds"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--pipeline", default="humans-test")
+    ap.add_argument("--scale", default="small", choices=("small", "demo"))
+    ap.add_argument("--md", default=None, help="write the markdown table here")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from humans.curation.demo_pool import make_demo_pool
+
+    with tempfile.TemporaryDirectory(prefix="curscale-") as tmp:
+        pool = str(make_demo_pool(Path(tmp) / "pool", scale=args.scale))
+        rows = []
+        for n in args.workers:
+            row = run_once(pool, str(Path(tmp) / f"out{n}"), n, args.pipeline)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if args.md:
+        base = rows[0]["images_per_s"]
+        lines = ["| worker processes | images | kept | pipeline s | images/s | speed-up | stages 0-4 s | phash s | "
+                 "embedding s | shards s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            s = r["seconds"]
+            lines.append(f"| {r['workers']} | {r['images']} | {r['samples']} | {r['pipeline_s']:.1f} | "
+                         f"{r['images_per_s']:.2f} | {r['images_per_s'] / base:.2f}x | {s.get('stages_0_4', 0):.1f} | "
+                         f"{s.get('phash', 0):.1f} | {s.get('embedding', 0):.1f} | {s.get('shards', 0):.1f} |")
+        Path(args.md + ".table").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Stage 6 on Ray, embedding grouping: embedding actors write ``work/emb/TASK.npz`` per pool task
+(skipped when there), then near-duplicate search over all vectors with the one implementation in
+``stages.embedding``: exact (``flat_edges``) below ``ivf_threshold`` vectors, else IVF: centroids
+trained on a sample (``train_centroids``), every vector assigned to its ``nprobe`` lists
+(``assign_partitions``, map tasks), lists spread over ``partitions`` reduce tasks that each run
+``partitioned_edges`` on their lists. Clusters keep one representative; decisions per pool task.
+"""
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import numpy as np
+
+from humans.shared import storage
+from humans.shared.log import get_logger, progress
+
+from ..config import PipelineConfig
+from ..decisions import decision_path, write_decisions
+from ..raytools import assigned_device, fit_actors, options, remote
+from ..sources import PoolTask
+from ..work import staged_path, work_path
+from . import embedding as emb_stage
+from .clusters import rank_of, resolve_clusters
+
+log = get_logger("curation")
+
+
+def emb_path(out: str, task_id: str) -> str:
+    return work_path(out, "emb", f"{task_id}.npz")
+
+
+def _kept_keys(run_dir: str, stage: str, task_id: str) -> set[str] | None:
+    path = decision_path(run_dir, stage, task_id)
+    if not storage.is_file(path):
+        return None
+    t = storage.read_parquet(path, columns=["key", "kept"]).to_pydict()
+    return {k for k, kept in zip(t["key"], t["kept"]) if kept}
+
+
+class EmbedWorker:
+    """Ray actor state: the image tower on the device Ray gave this actor, one pool task at a time."""
+
+    def __init__(self, cfg: PipelineConfig, threads: int):
+        st = cfg.stage("embedding")
+        self.cfg = cfg
+        self.batch = st.resources.batch_size
+        self.embedder = emb_stage.Embedder(st.model, st.checkpoint, st.image_size, threads=threads,
+                                           device=assigned_device(st.resources.num_gpus))
+
+    def description(self) -> str:
+        return self.embedder.description
+
+    def process(self, run_dir: str, task_id: str) -> int:
+        from humans.shared.imageio import decode_rgb
+
+        t = storage.read_parquet(staged_path(run_dir, task_id),
+                                 columns=["key", "data", "width", "height", "file_bytes"]).to_pydict()
+        keep = _kept_keys(run_dir, "phash", task_id) if self.cfg.stage("phash") else None
+        idx = [i for i, k in enumerate(t["key"]) if keep is None or k in keep]
+        vecs = []
+        for b0 in range(0, len(idx), self.batch):
+            ims = [decode_rgb(t["data"][i], t["key"][i]) for i in idx[b0:b0 + self.batch]]
+            vecs.append(self.embedder.embed(ims))
+        dim = self.embedder.net.visual.output_dim
+        x = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
+        buf = io.BytesIO()
+        np.savez(buf, keys=np.array([t["key"][i] for i in idx], dtype=object).astype(str), vecs=x,
+                 pixels=np.array([t["width"][i] * t["height"][i] for i in idx], np.int64),
+                 nbytes=np.array([t["file_bytes"][i] for i in idx], np.int64))
+        storage.write_bytes(emb_path(run_dir, task_id), buf.getvalue())
+        return len(idx)
+
+
+def load_emb(path: str):
+    """(keys, vectors, pixels, bytes) of one ``work/emb/TASK.npz``."""
+    z = np.load(io.BytesIO(storage.read_bytes(path)))
+    return list(z["keys"]), z["vecs"].astype(np.float32), z["pixels"], z["nbytes"]
+
+
+def _flat(threshold: float, *paths):
+    keys, xs, attrs = [], [], {}
+    for p in paths:
+        k, x, px, nb = load_emb(p)
+        keys += k
+        xs.append(x)
+        attrs.update({kk: (int(a), int(b), kk) for kk, a, b in zip(k, px, nb)})
+    x = np.concatenate(xs) if xs else np.zeros((0, 1), np.float32)
+    edges = [(keys[i], keys[j], s) for i, j, s in emb_stage.flat_edges(x, threshold)]
+    return edges, {k: attrs[k] for e in edges for k in e[:2]}
+
+
+def _sample(n_per_file: int, seed: int, *paths):
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in paths:
+        _, x, _, _ = load_emb(p)
+        if len(x):
+            out.append(x[rng.choice(len(x), size=min(len(x), n_per_file), replace=False)])
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def _assign(path: str, centroids: np.ndarray, nprobe: int, partitions: int):
+    """Map: this task's vectors with their ``nprobe`` lists, sent to the partitions owning a list."""
+    keys, x, px, nb = load_emb(path)
+    lists = emb_stage.assign_partitions(x, centroids, nprobe) if len(x) else np.zeros((0, nprobe), np.int64)
+    parts = []
+    for p in range(partitions):
+        sel = [i for i in range(len(keys)) if any(l >= 0 and int(l) % partitions == p for l in lists[i])]
+        parts.append({"key": [keys[i] for i in sel], "lists": lists[sel].astype(np.int64),
+                      "vec": x[sel] if sel else np.zeros((0, x.shape[1] if x.ndim == 2 else 1), np.float32),
+                      "attr": [(int(px[i]), int(nb[i]), keys[i]) for i in sel]})
+    return parts[0] if partitions == 1 else tuple(parts)
+
+
+def _reduce(threshold: float, partition: int, partitions: int, *parts):
+    """Reduce: ``partitioned_edges`` over the lists this partition owns (other lists are masked)."""
+    keys = [k for p in parts for k in p["key"]]
+    if not keys:
+        return [], {}
+    x = np.concatenate([p["vec"] for p in parts if len(p["key"])])
+    lists = np.concatenate([p["lists"] for p in parts if len(p["key"])])
+    # a list owned by another partition (or an empty slot, -1) becomes a list of its own with one
+    # member: partitioned_edges finds no pair there, so each pair is searched by exactly one partition
+    mine = (lists >= 0) & (lists % partitions == partition)
+    lists = np.where(mine, lists, -1 - np.arange(lists.size).reshape(lists.shape))
+    edges = [(keys[i], keys[j], s) for i, j, s in emb_stage.partitioned_edges(x, lists, threshold)]
+    attr_of = dict(zip(keys, [a for p in parts for a in p["attr"]]))
+    return edges, {k: attr_of[k] for e in edges for k in e[:2]}
+
+
+def _decide(run_dir: str, task_id: str, clusters: dict, best: dict, model: str) -> int:
+    keys = [str(k) for k in load_emb(emb_path(run_dir, task_id))[0]]
+    t = storage.read_parquet(staged_path(run_dir, task_id), columns=["key", "source"]).to_pydict()
+    source = dict(zip(t["key"], t["source"]))
+    rows = []
+    for key in keys:
+        rep, size = clusters.get(key, (key, 1))
+        kept = rep == key
+        rows.append({"key": key, "source": source[key], "kept": kept,
+                     "reason": "" if kept else "embedding_duplicate", "cluster_rep": rep,
+                     "cluster_size": size, "similarity": best.get(key), "model": model})
+    write_decisions(run_dir, "embedding", task_id, rows)
+    return len(rows)
+
+
+def embed_tasks(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total_cpus: float) -> str:
+    """Embed every pool task without a vector file yet; returns the model's description."""
+    import ray
+
+    st = cfg.stage("embedding")
+    res = st.resources
+    pending = [t for t in tasks if not storage.is_file(emb_path(out, t.task_id))]
+    if not pending:
+        return (f"open_clip {st.model} RANDOM INIT seed 0 (no checkpoint given; no semantics)"
+                if not st.checkpoint else f"open_clip {st.model} from {st.checkpoint}")
+    n_act, act_cpus = fit_actors(res.concurrency, res.num_cpus, total_cpus, 0.0)
+    Worker = ray.remote(EmbedWorker).options(**options(act_cpus, res.num_gpus))
+    actors = [Worker.remote(cfg, max(1, int(act_cpus))) for _ in range(n_act)]
+    description = ray.get(actors[0].description.remote())
+    log.info("stage 6 embedding: %d actor(s), model %s, %d tasks to embed (%d done before)",
+             n_act, description, len(pending), len(tasks) - len(pending))
+    if "RANDOM INIT" in description:
+        log.warning("stage 6 embedding: the embedding model is RANDOMLY INITIALISED (no checkpoint "
+                    "given): near-duplicates are found from pixel-level similarity only; pass "
+                    "--embedding-checkpoint for a trained open_clip model")
+    refs = [actors[i % n_act].process.remote(out, t.task_id) for i, t in enumerate(pending)]
+    try:
+        for _ in progress((ray.get(r) for r in refs), desc="stage 6 embed", total=len(refs), unit="task"):
+            pass
+    finally:
+        for a in actors:
+            ray.kill(a)
+    return description
+
+
+def search_edges(paths: list[str], cfg: PipelineConfig) -> tuple[list, dict, dict[str, Any]]:
+    """Near-duplicate edges over the vector files ``paths``: flat or IVF spread over Ray tasks."""
+    import ray
+
+    st = cfg.stage("embedding")
+    res = st.resources
+    n = sum(len(load_emb(p)[0]) for p in paths)
+    if n < st.ivf_threshold:
+        edges, attrs = ray.get(remote(_flat, res, gpu=False).remote(st.threshold, *paths))
+        return edges, attrs, {"index": "flat", "vectors": n}
+    nlist = st.nlist or emb_stage.default_nlist(n)
+    per_file = max(1, st.kmeans_sample // max(1, len(paths)))
+    sample = ray.get(remote(_sample, res, gpu=False).remote(per_file, 0, *paths))
+    centroids = emb_stage.train_centroids(sample, nlist)
+    cref = ray.put(centroids)
+    P = st.partitions
+    assign = remote(_assign, res, gpu=False, num_returns=P)
+    maps = [assign.remote(p, cref, st.nprobe, P) for p in paths]
+    if P == 1:
+        maps = [[m] for m in maps]
+    red = remote(_reduce, res, gpu=False)
+    reds = [red.remote(st.threshold, p, P, *[m[p] for m in maps]) for p in range(P)]
+    edges, attrs = [], {}
+    for e, a in progress((ray.get(r) for r in reds), desc="stage 6 IVF partitions", total=P, unit="part"):
+        edges.extend(e)
+        attrs.update(a)
+    return edges, attrs, {"index": "ivf", "vectors": n, "nlist": int(len(centroids)), "nprobe": st.nprobe,
+                          "partitions": P}
+
+
+def group_embeddings(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total_cpus: float) -> dict:
+    """Stage 6: embed, search, cluster, decide; returns the summary in ``work/embedding.done.json``."""
+    import ray
+
+    marker = work_path(out, "embedding.done.json")
+    if storage.is_file(marker):
+        log.info("stage 6 embedding: already done (resume)")
+        return storage.read_json(marker)
+    res = cfg.stage("embedding").resources
+    description = embed_tasks(tasks, cfg, out, total_cpus)
+    t0 = time.perf_counter()
+    edges, attrs, info = search_edges([emb_path(out, t.task_id) for t in tasks], cfg)
+    clusters = resolve_clusters(((a, b) for a, b, _ in edges), {k: rank_of(a) for k, a in attrs.items()})
+    best: dict[str, float] = {}
+    for a, b, s in edges:
+        best[a] = max(best.get(a, s), s)
+        best[b] = max(best.get(b, s), s)
+    decide = remote(_decide, res, gpu=False)
+    cref, bref = ray.put(clusters), ray.put(best)
+    ray.get([decide.remote(out, t.task_id, cref, bref, description) for t in tasks])
+    info.update(edges=len(edges), clustered=len(clusters), model=description,
+                removed=sum(1 for k, (r, _) in clusters.items() if r != k),
+                search_seconds=round(time.perf_counter() - t0, 3))
+    storage.write_json(marker, info)
+    log.info("stage 6 embedding: %s search over %d vectors, %d edges, %d removed", info["index"],
+             info["vectors"], info["edges"], info["removed"])
+    return info
