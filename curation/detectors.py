@@ -33,8 +33,24 @@ PersonDict = dict[str, Any]  # {"box": [x0,y0,x1,y1], "score": float, "landmarks
 class Detector(Protocol):
     name: str
     pretrained: bool
+    device: str  # where the model runs: "cpu", "cuda:0", ...
 
     def detect(self, images: list[np.ndarray]) -> list[list[PersonDict]]: ...
+
+
+def torch_device(device: str = "auto") -> str:
+    """``device`` for a torch model: ``auto`` is ``cuda:0`` when this process sees a GPU (Ray exposes the
+    GPUs it assigned to a task or actor through ``CUDA_VISIBLE_DEVICES``, and none to one that asked for
+    none), else ``cpu``; anything else is returned as given."""
+    if device != "auto":
+        return device
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return "cpu"
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
 def _resize(rgb: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
@@ -67,6 +83,7 @@ class MediaPipeDetector:
 
     name = "mediapipe-pose+face"
     pretrained = True
+    device = "cpu"
 
     def __init__(self, cfg: PersonStage):
         import mediapipe as mp  # bundled models; model_complexity=1 is the one shipped in the wheel
@@ -117,6 +134,7 @@ class HogDetector:
 
     name = "opencv-hog"
     pretrained = True
+    device = "cpu"
 
     def __init__(self, cfg: PersonStage):
         self.cfg = cfg
@@ -149,8 +167,12 @@ class OpenCvDetector:
 
     name = "opencv-hog+haar-face"
     pretrained = True
+    device = "cpu"
     HOG_MARGIN, FRONTAL_MARGIN, PROFILE_MARGIN = 0.4, 1.5, 0.9
     HOG_SCALE, FACE_LONG_SIDE = 1.05, 640  # pyramid step and face-search size (1.1 / 480 missed 5 more)
+    FACE_SCALE_FACTOR, FACE_MIN_FRAC = 1.1, 0.05
+    PROFILE = "always"
+    FRONTAL = "always"
 
     def __init__(self, cfg: PersonStage):
         self.cfg = cfg
@@ -168,9 +190,9 @@ class OpenCvDetector:
         return round(float(1.0 / (1.0 + np.exp(-slope * (margin - at)))), 4)
 
     def _faces(self, grey: np.ndarray, kind: str, at: float) -> list[tuple[tuple[float, ...], float]]:
-        side = max(20, min(grey.shape[:2]) // 20)
+        side = max(20, int(min(grey.shape[:2]) * self.FACE_MIN_FRAC))
         boxes, _levels, weights = self.cascades[kind].detectMultiScale3(
-            grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side), outputRejectLevels=True)
+            grey, scaleFactor=self.FACE_SCALE_FACTOR, minNeighbors=5, minSize=(side, side), outputRejectLevels=True)
         return [((float(x), float(y), float(x + w), float(y + h)), self._score(float(wt), at))
                 for (x, y, w, h), wt in zip(np.asarray(boxes).reshape(-1, 4), np.ravel(weights))]
 
@@ -186,10 +208,14 @@ class OpenCvDetector:
         face_grey, fs = _resize(grey, self.FACE_LONG_SIDE)
         eq = cv2.equalizeHist(face_grey)
         w_face = eq.shape[1]
-        faces = self._faces(eq, "frontalface_default", self.FRONTAL_MARGIN)
-        faces += self._faces(eq, "profileface", self.PROFILE_MARGIN)
-        mirrored = self._faces(np.ascontiguousarray(eq[:, ::-1]), "profileface", self.PROFILE_MARGIN)
-        faces += [((w_face - b[2], b[1], w_face - b[0], b[3]), sc) for b, sc in mirrored]
+        body = any(p["score"] >= self.cfg.min_score for p in people)
+        faces = [] if self.FRONTAL == "if_no_person" and body else \
+            self._faces(eq, "frontalface_default", self.FRONTAL_MARGIN)
+        found = body or any(sc >= self.cfg.min_score for _, sc in faces)
+        if self.PROFILE == "always" or (self.PROFILE != "never" and not found):
+            faces += self._faces(eq, "profileface", self.PROFILE_MARGIN)
+            mirrored = self._faces(np.ascontiguousarray(eq[:, ::-1]), "profileface", self.PROFILE_MARGIN)
+            faces += [((w_face - b[2], b[1], w_face - b[0], b[3]), sc) for b, sc in mirrored]
         for b, score in sorted(faces, key=lambda f: -f[1]):
             fbox = tuple(v / (s * fs) for v in b)
             owner = [p for p in people if _inside(list(fbox), p.get("face_box") or p["box"])]
@@ -210,11 +236,12 @@ class MtcnnDetector:
     name = "mtcnn-face"
     pretrained = True
 
-    def __init__(self, cfg: PersonStage):
+    def __init__(self, cfg: PersonStage, device: str = "auto"):
         from facenet_pytorch import MTCNN
 
         self.cfg = cfg
-        self.mtcnn = MTCNN(keep_all=True, device="cpu")
+        self.device = torch_device(device)
+        self.mtcnn = MTCNN(keep_all=True, device=self.device)
 
     def detect(self, images: list[np.ndarray]) -> list[list[PersonDict]]:
         from PIL import Image
@@ -234,24 +261,30 @@ class MtcnnDetector:
 
 
 class YoloDetector:
-    """An ultralytics YOLO checkpoint from the user: person (class 0) boxes, keypoints if a pose model."""
+    """An ultralytics YOLO checkpoint from the user: person (class 0) boxes, keypoints if a pose model.
+
+    Runs on the GPU this process was given (``device`` ``auto``: ``cuda:0`` of the devices Ray or
+    ``CUDA_VISIBLE_DEVICES`` exposes, else the CPU); a list of images is one batched ``predict`` call."""
 
     name = "ultralytics-yolo"
 
-    def __init__(self, cfg: PersonStage):
+    def __init__(self, cfg: PersonStage, device: str = "auto"):
         if not cfg.weights or not os.path.isfile(cfg.weights):
             raise FileNotFoundError(f"person.weights: YOLO checkpoint {cfg.weights!r} not found")
         from ultralytics import YOLO
 
         self.cfg = cfg
+        self.device = torch_device(device)
         self.model = YOLO(cfg.weights)
         self.name = f"ultralytics-yolo:{os.path.basename(cfg.weights)}"
         self.pretrained = "random" not in os.path.basename(cfg.weights).lower()
 
     def detect(self, images: list[np.ndarray]) -> list[list[PersonDict]]:
+        if not images:
+            return []
         bgr = [np.ascontiguousarray(im[:, :, ::-1]) for im in images]
-        results = self.model.predict(bgr, imgsz=self.cfg.analysis_long_side, classes=[0],
-                                     conf=min(self.cfg.min_score, 0.25), verbose=False, device="cpu")
+        results = self.model.predict(bgr, imgsz=self.cfg.analysis_long_side, classes=[0], batch=len(bgr),
+                                     conf=min(self.cfg.min_score, 0.25), verbose=False, device=self.device)
         out = []
         for r in results:
             people = []
@@ -290,11 +323,14 @@ def resolve_kind(cfg: PersonStage) -> str:
     return "mediapipe" if optional_available("mediapipe") else "opencv"
 
 
-def build_detector(cfg: PersonStage) -> Detector:
-    """The detector ``cfg`` asks for (see :func:`resolve_kind`)."""
+def build_detector(cfg: PersonStage, device: str = "auto") -> Detector:
+    """The detector ``cfg`` asks for (see :func:`resolve_kind`); torch-based backends (yolo, mtcnn) run on
+    ``device`` (``auto``: the GPU this process was given, else the CPU, see :func:`torch_device`)."""
     kind = resolve_kind(cfg)
     if not optional_available(kind):
         raise RuntimeError(f"person.detector '{kind}' needs the optional package {_OPTIONAL[kind]!r}, which is not "
                            f"installed: run `HUMANS_EXTRAS=mediapipe bash scripts/install.sh`, or use person.detector "
                            f"auto / opencv / hog")
+    if kind in ("yolo", "mtcnn"):
+        return _BACKENDS[kind](cfg, device=device)
     return _BACKENDS[kind](cfg)
