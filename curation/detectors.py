@@ -266,6 +266,21 @@ class MtcnnDetector:
         return out
 
 
+def _undo_ultralytics_pil_patch() -> None:
+    """Importing ultralytics replaces ``PIL.Image.open`` process-wide with a wrapper that, on a file
+    Pillow cannot identify, tries to install and import ``pi-heif``: our decoder would then report a
+    truncated or unknown file as a missing module (and try the network). Put Pillow's own back."""
+    from PIL import Image
+
+    try:
+        from ultralytics.utils import patches
+    except ImportError:
+        return
+    original = getattr(patches, "_image_open", None)
+    if original is not None and getattr(original, "__module__", "") == "PIL.Image":
+        Image.open = original
+
+
 class YoloDetector:
     """An ultralytics YOLO checkpoint from the user: person (class 0) boxes, keypoints if a pose model.
 
@@ -279,6 +294,7 @@ class YoloDetector:
             raise FileNotFoundError(f"person.weights: YOLO checkpoint {cfg.weights!r} not found")
         from ultralytics import YOLO
 
+        _undo_ultralytics_pil_patch()
         self.cfg = cfg
         self.device = torch_device(device)
         self.model = YOLO(cfg.weights)

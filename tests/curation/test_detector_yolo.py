@@ -35,6 +35,9 @@ def _cfg(weights: str):
 def test_random_init_yolo_runs_batched_through_the_detector_on_cpu(tmp_path, monkeypatch, yaml, n_landmarks):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # what Ray sets for an actor given no GPU
     det = build_detector(_cfg(_checkpoint(tmp_path, yaml)))
+    from PIL import Image
+
+    assert Image.open.__module__ == "PIL.Image"  # ultralytics' process-wide PIL patch undone
     assert det.device == "cpu" and det.pretrained is False and det.name.startswith("ultralytics-yolo:")
     assert next(det.model.model.parameters()).device.type == "cpu"
     images = _images()
