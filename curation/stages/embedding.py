@@ -8,12 +8,17 @@ carries no semantics: that is said in the logs, ``run.json`` and every sample's 
 
 Search has two paths, chosen by pool size:
 
-- small pools (< ``ivf_threshold`` vectors): one exact ``IndexFlatIP`` range search over all
-  vectors (cosine similarity >= ``threshold``);
-- large pools: IVF-style partitioning: k-means centroids (``nlist``, trained on a sample) split the
-  space; every vector joins its ``nprobe`` nearest partitions; each partition is an independent
-  exact flat index searched in its own Ray task. No process holds every vector, and partitions can
-  live on different nodes (sharded indices); ``nprobe > 1`` keeps pairs that straddle a boundary.
+- small pools (< ``ivf_threshold`` vectors): one exact search over all vectors (cosine similarity
+  >= ``threshold``), tiled matrix products;
+- large pools: IVF-style partitioning: k-means centroids (``nlist``, trained on a sample with faiss,
+  two levels, in the sample's top principal directions) split the space; every vector joins its
+  ``nprobe`` nearest partitions (found exactly, in the centroids' low-dimensional span); each
+  partition is searched exactly and independently (in the pipeline, in Ray reduce tasks). No process
+  needs every vector, and ``nprobe > 1`` keeps pairs that straddle a boundary.
+
+Exact searches over more than one tile of vectors first compare cheap (k+1)-wide vectors whose inner
+products bound the real ones from above (:func:`_bound_vectors`), then check the candidates in full:
+the same pairs, several times fewer multiply-adds. ``benchmarks/dedup_bench.py`` times 1M vectors.
 """
 from __future__ import annotations
 
@@ -292,71 +297,284 @@ class Embedder:
         return y.cpu().numpy().astype(np.float32)
 
 
-def flat_edges(x: np.ndarray, threshold: float, chunk: int = 8192) -> list[tuple[int, int, float]]:
-    """Exact search: every pair (i < j) with inner product >= threshold, via IndexFlatIP range search."""
-    import faiss
+_TILE = 4096  # rows x columns of one similarity tile (64 MiB of float32)
+_SUBSPACE_DIMS = 64  # k-means runs in this many principal directions of the sample
+_BOUND_DIMS = 128  # principal directions of the cheap upper-bound products (see _bound_vectors)
 
+
+def _pairs(x: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, sim) arrays of every pair i < j of ``x`` with inner product >= ``threshold``: exact, one
+    BLAS matrix product per tile of at most ``_TILE`` x ``_TILE`` (upper triangle only)."""
+    out_i, out_j, out_s = [], [], []
+    for q0 in range(0, len(x), _TILE):
+        for d0 in range(q0, len(x), _TILE):
+            g = x[q0:q0 + _TILE] @ x[d0:d0 + _TILE].T
+            ii, jj = np.nonzero(g >= threshold)
+            if d0 == q0:  # a diagonal tile: each pair once, never a vector with itself
+                keep = jj > ii
+                ii, jj = ii[keep], jj[keep]
+            if len(ii):
+                out_i.append(ii + q0)
+                out_j.append(jj + d0)
+                out_s.append(g[ii, jj])
+    if not out_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return (np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64),
+            np.concatenate(out_s).astype(np.float32))
+
+
+def _threads() -> int:
+    """Threads for the search: ``OMP_NUM_THREADS`` when set (Ray sets it per worker), else all cores."""
+    import os
+
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "") or (os.cpu_count() or 1)))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def _one_blas_thread() -> None:
+    """Pin this thread's BLAS to one thread (OpenBLAS >= 0.3.27 ``openblas_set_num_threads_local``, the
+    library numpy ships): the search runs many small products side by side in a thread pool, where a
+    multi-threaded BLAS per product costs more in wake-ups than it computes. No-op where unavailable."""
+    import ctypes
+    import glob
+    import os
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
+    for path in libs:
+        try:
+            fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
+        except OSError:
+            continue
+        if fn is not None:
+            fn(ctypes.c_int(1))
+            return
+
+
+def _map(fn, items: list, threads: int | None = None) -> list:
+    """``[fn(item) ...]`` on a thread pool (numpy releases the GIL in its products and comparisons)."""
+    threads = min(threads or _threads(), len(items))
+    if threads <= 1:
+        return [fn(it) for it in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, initializer=_one_blas_thread) as ex:
+        return list(ex.map(fn, items))
+
+
+def _bound_vectors(x: np.ndarray) -> np.ndarray | None:
+    """[n, k+1] vectors whose inner products bound those of ``x`` from above, or None when ``x`` is too
+    narrow for that to pay.
+
+    With ``z = B x`` the projection on the top ``k`` principal directions (orthonormal rows ``B``) and
+    ``rho = |x - B^T z|`` the norm of the rest, ``x_i . x_j = z_i . z_j + r_i . r_j <= z_i . z_j +
+    rho_i rho_j`` (Cauchy-Schwarz): a pair below the threshold on ``[z, rho]`` is below it on ``x``, so
+    the cheap (k+1)-wide products lose no pair, and only the pairs that pass are checked in full."""
+    n, d = x.shape
+    k = min(_BOUND_DIMS, d)
+    if d < 3 * (k + 1) or n < 2:
+        return None
+    rng = np.random.default_rng(0)
+    sample = x[rng.choice(n, size=min(n, 20_000), replace=False)] if n > 20_000 else x
+    basis = _top_directions(sample, k)
+    z = x @ basis.T
+    rest = np.maximum((x.astype(np.float64) ** 2).sum(axis=1) - (z.astype(np.float64) ** 2).sum(axis=1), 0.0)
+    return np.ascontiguousarray(np.hstack([z, np.sqrt(rest).astype(np.float32)[:, None]]))
+
+
+def _group_edges(x: np.ndarray, groups: list[np.ndarray], threshold: float):
+    """(i, j, sim) arrays (i < j, ids of ``x``) of the pairs inside each group with inner product >=
+    ``threshold``: candidates from the bound vectors (:func:`_bound_vectors`) when they pay, then the
+    exact products of the candidates; a pair in several groups appears once per group."""
+    thr = float(threshold) - 1e-6
+    bound = _bound_vectors(x) if sum(len(g) for g in groups) > _TILE else None
+
+    def one(batch: list[np.ndarray]):
+        out = []
+        for idx in batch:
+            if bound is None:
+                a, b, s = _pairs(x[idx], thr)
+            else:
+                a, b, _ = _pairs(bound[idx], thr - 1e-4)  # float32 rounding slack: never loses a pair
+                if not len(a):
+                    continue
+                s = np.einsum("ij,ij->i", x[idx[a]], x[idx[b]])
+                ok = s >= thr
+                a, b, s = a[ok], b[ok], s[ok]
+            if len(a):
+                i, j = idx[a], idx[b]
+                out.append((np.minimum(i, j), np.maximum(i, j), s.astype(np.float32)))
+        return out
+
+    n_batches = min(len(groups), 8 * _threads())
+    found = [r for rs in _map(one, [groups[k::n_batches] for k in range(n_batches)]) for r in rs]
+    gi, gj, gs = [f[0] for f in found], [f[1] for f in found], [f[2] for f in found]
+    if not gi:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(gi), np.concatenate(gj), np.concatenate(gs)
+
+
+def _as_edges(i: np.ndarray, j: np.ndarray, s: np.ndarray) -> list[tuple[int, int, float]]:
+    return list(zip(i.tolist(), j.tolist(), s.tolist()))
+
+
+def flat_edges(x: np.ndarray, threshold: float, chunk: int = 8192) -> list[tuple[int, int, float]]:
+    """Exact search: every pair (i < j) with inner product >= threshold, sorted by (i, j).
+
+    Tiled matrix products (``chunk`` is kept for callers; tiles are ``_TILE`` wide): the work is the
+    BLAS product, the pairs are picked with numpy, no Python loop per vector."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    n = len(x)
-    if n < 2:
+    if len(x) < 2:
         return []
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    out: list[tuple[int, int, float]] = []
-    for q0 in range(0, n, chunk):
-        lims, dist, ids = index.range_search(x[q0:q0 + chunk], float(threshold) - 1e-6)
-        for qi in range(len(lims) - 1):
-            i = q0 + qi
-            for j, d in zip(ids[lims[qi]:lims[qi + 1]], dist[lims[qi]:lims[qi + 1]]):
-                if j > i:
-                    out.append((i, int(j), float(d)))
-    return out
+    i, j, s = _group_edges(x, [np.arange(len(x))], threshold)
+    order = np.lexsort((j, i))
+    return _as_edges(i[order], j[order], s[order])
 
 
 def default_nlist(n: int) -> int:
+    """IVF partitions for ``n`` vectors: 4*sqrt(n), which balances the assignment (n x nlist products in
+    the centroids' subspace) against the partition searches (n^2 nprobe^2 / nlist full-width products)."""
     return max(1, int(4 * np.sqrt(n)))
 
 
+def _kmeans(z: np.ndarray, k: int, seed: int) -> np.ndarray:
+    import faiss
+
+    km = faiss.Kmeans(z.shape[1], k, niter=10, seed=seed, verbose=False, min_points_per_centroid=1,
+                      max_points_per_centroid=32)
+    km.train(z)
+    return km.centroids.astype(np.float32)
+
+
+def _two_level_kmeans(z: np.ndarray, nlist: int, seed: int) -> np.ndarray:
+    """About ``nlist`` centroids of ``z``: ``sqrt(nlist)`` coarse k-means cells, then each cell split by its
+    own k-means into a share of ``nlist`` proportional to its size: the work of ``2 sqrt(nlist)`` centroids
+    per point instead of ``nlist``. Exactly ``nlist`` rows (capped at ``len(z)``)."""
+    import faiss
+
+    nlist = max(1, min(nlist, len(z)))
+    k1 = int(np.sqrt(nlist))
+    if k1 < 8:
+        return _kmeans(z, nlist, seed)
+    coarse = _kmeans(z, k1, seed)
+    index = faiss.IndexFlatL2(z.shape[1])
+    index.add(coarse)
+    _, lab = index.search(z, 1)
+    lab = lab[:, 0]
+    sizes = np.bincount(lab, minlength=k1)
+    share = np.floor(nlist * sizes / len(z)).astype(int)
+    rest = nlist - share.sum()  # largest remainders get the rest
+    share[np.argsort(-(nlist * sizes / len(z) - share), kind="stable")[:rest]] += 1
+    share = np.minimum(share, sizes)
+    out = []
+    for cell in range(k1):
+        if share[cell] == 0:
+            continue
+        members = z[lab == cell]
+        out.append(members[:1] if share[cell] == 1 and len(members) == 1 else
+                   _kmeans(np.ascontiguousarray(members), int(share[cell]), seed + cell))
+    return np.concatenate(out).astype(np.float32)
+
+
 def train_centroids(sample: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
-    """k-means centroids (spherical, cosine) of a sample of the vectors."""
+    """k-means centroids of a sample of the vectors, trained in the sample's top principal directions.
+
+    The centroids are returned in the full space but lie in a subspace of at most
+    ``_SUBSPACE_DIMS + 1`` dimensions, which :func:`assign_partitions` exploits: the nearest centroid of
+    a vector is found from its projection onto that subspace, exactly, at a fraction of the cost."""
     import faiss
 
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     nlist = max(1, min(nlist, len(sample)))
-    km = faiss.Kmeans(sample.shape[1], nlist, niter=10, seed=seed, spherical=True, verbose=False,
-                      min_points_per_centroid=1, max_points_per_centroid=256)
-    km.train(sample)
-    return km.centroids.astype(np.float32)
+    d = sample.shape[1]
+    mean = sample.mean(axis=0)
+    k = min(d, _SUBSPACE_DIMS, len(sample))
+    if k < d:
+        basis = _top_directions((sample[:: max(1, len(sample) // 20_000)] - mean), k)
+        z = np.ascontiguousarray((sample - mean) @ basis.T)
+    else:
+        basis, z = None, sample
+    c = _two_level_kmeans(np.ascontiguousarray(z, dtype=np.float32), nlist, seed)
+    return (c @ basis + mean).astype(np.float32) if basis is not None else c
 
 
-def assign_partitions(x: np.ndarray, centroids: np.ndarray, nprobe: int) -> np.ndarray:
-    """[n, nprobe] ids of each vector's nearest centroids (by inner product)."""
-    import faiss
+def _top_directions(x: np.ndarray, k: int | None = None) -> np.ndarray:
+    """Rows: the top ``k`` right singular vectors of ``x`` (all with a non-negligible singular value when
+    ``k`` is None), from the eigenvectors of the d x d Gram matrix (cheap for n >> d)."""
+    g = x.T.astype(np.float64) @ x.astype(np.float64)
+    w, v = np.linalg.eigh(g)
+    w, v = w[::-1], v[:, ::-1]
+    if k is None:
+        k = int((w > max(w[0], 0.0) * 1e-10).sum())
+    return np.ascontiguousarray(v[:, :k].T, dtype=np.float32)
 
-    index = faiss.IndexFlatIP(centroids.shape[1])
-    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    _, ids = index.search(np.ascontiguousarray(x, dtype=np.float32), min(nprobe, len(centroids)))
-    return ids
+
+def _subspace(centroids: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis [r, d] of the span of ``centroids`` when r <= d / 2, else None."""
+    if len(centroids) == 0:
+        return None
+    basis = _top_directions(centroids)
+    return basis if 0 < len(basis) <= centroids.shape[1] // 2 else None
+
+
+def assign_partitions(x: np.ndarray, centroids: np.ndarray, nprobe: int, chunk: int = 16384) -> np.ndarray:
+    """[n, nprobe] ids of each vector's nearest centroids (Euclidean; for unit vectors and centroids of
+    equal norm the same as by inner product), nearest first.
+
+    ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2`` and ``x.c = (P x).c`` for ``P`` the projection onto the span of
+    the centroids, so when :func:`train_centroids` made them (a low-dimensional span) each vector is
+    projected once and compared in that span: the same answer as in the full space, several times
+    cheaper."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    c = np.ascontiguousarray(centroids, dtype=np.float32)
+    k = min(nprobe, len(c))
+    basis = _subspace(c)
+    if basis is not None:
+        c_sub = c @ basis.T
+    half_norm = 0.5 * (c.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+    out = np.empty((len(x), k), np.int64)
+
+    def one(q0: int) -> None:
+        q = x[q0:q0 + chunk]
+        score = (q @ basis.T) @ c_sub.T if basis is not None else q @ c.T
+        score -= half_norm  # larger is nearer
+        rows = np.arange(len(q))
+        for p in range(k):  # k argmax passes: far cheaper than a partial sort for the small k used
+            best = score.argmax(axis=1)
+            out[q0 + rows, p] = best
+            score[rows, best] = -np.inf
+
+    _map(one, list(range(0, len(x), chunk)))
+    return out
+
+
+def partition_groups(lists: np.ndarray) -> list[np.ndarray]:
+    """The members (row ids) of every partition named in ``lists`` ([n, k]; -1 = none), groups of two or
+    more only, from one stable sort instead of a Python loop per vector."""
+    lists = np.asarray(lists).reshape(len(lists), -1)
+    rows = np.repeat(np.arange(len(lists), dtype=np.int64), lists.shape[1])
+    flat = lists.reshape(-1).astype(np.int64)
+    ok = flat >= 0
+    rows, flat = rows[ok], flat[ok]
+    order = np.argsort(flat, kind="stable")
+    rows, flat = rows[order], flat[order]
+    cuts = np.flatnonzero(np.diff(flat)) + 1
+    return [g for g in np.split(rows, cuts) if len(g) > 1]
 
 
 def partitioned_edges(x: np.ndarray, lists: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """IVF search of one process: exact range search inside every partition of ``lists`` ([n, nprobe]).
+    """IVF search of one process: exact search inside every partition of ``lists`` ([n, nprobe]), the
+    pairs found in several partitions counted once, sorted by (i, j).
 
     The Ray pipeline runs the same per-partition search (``flat_edges``) spread over tasks.
     """
-    members: dict[int, list[int]] = {}
-    for i, row in enumerate(lists):
-        for l in row:
-            members.setdefault(int(l), []).append(i)
-    edges: dict[tuple[int, int], float] = {}
-    for l, idx in members.items():
-        if len(idx) < 2:
-            continue
-        idx_arr = np.asarray(idx)
-        for a, b, s in flat_edges(x[idx_arr], threshold):
-            i, j = int(idx_arr[a]), int(idx_arr[b])
-            edges[(min(i, j), max(i, j))] = s
-    return [(i, j, s) for (i, j), s in sorted(edges.items())]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    i, j, s = _group_edges(x, partition_groups(lists), threshold)
+    if not len(i):
+        return []
+    _, first = np.unique(i * len(x) + j, return_index=True)  # sorted by (i, j), duplicates dropped
+    return _as_edges(i[first], j[first], s[first])
 
 
 def dedup_edges(x: np.ndarray, threshold: float, ivf_threshold: int, nlist: int | None = None,

@@ -53,17 +53,19 @@ def jpeg_quality(data: bytes) -> float | None:
     return float(np.clip(quality, 1.0, 100.0))
 
 
-def blockiness(gray: np.ndarray, max_side: int = 1024) -> float:
-    """Mean |gradient| across 8x8 block boundaries over the mean inside blocks (1 = no blocking)."""
+def blockiness(gray: np.ndarray, max_side: int = 1024, block: int = 8) -> float:
+    """Mean |gradient| across ``block`` x ``block`` boundaries over the mean inside blocks (1 = no
+    blocking). ``block`` is 8 at full resolution; a JPEG decoded at 1/2 or 1/4 scale (Pillow ``draft``,
+    DCT scaling) keeps its block edges every 4 or 2 pixels."""
     h, w = gray.shape
-    y0, x0 = max(0, (h - max_side) // 2) // 8 * 8, max(0, (w - max_side) // 2) // 8 * 8
+    y0, x0 = max(0, (h - max_side) // 2) // block * block, max(0, (w - max_side) // 2) // block * block
     g = gray[y0:y0 + max_side, x0:x0 + max_side].astype(np.float32)
-    if g.shape[0] < 24 or g.shape[1] < 24:
+    if g.shape[0] < 3 * block or g.shape[1] < 3 * block:
         return 1.0
     dx = np.abs(np.diff(g, axis=1))  # dx[:, i] = g[:, i+1] - g[:, i]
     dy = np.abs(np.diff(g, axis=0))
-    bx = (np.arange(dx.shape[1]) % 8) == 7
-    by = (np.arange(dy.shape[0]) % 8) == 7
+    bx = (np.arange(dx.shape[1]) % block) == block - 1
+    by = (np.arange(dy.shape[0]) % block) == block - 1
     boundary = dx[:, bx].mean() + dy[by, :].mean()
     inside = dx[:, ~bx].mean() + dy[~by, :].mean()
     return float((boundary + 1e-3) / (inside + 1e-3))
@@ -78,8 +80,13 @@ def analysis_gray(rgb: np.ndarray, long_side: int) -> np.ndarray:
     return gray
 
 
-def measure(rgb: np.ndarray, data: bytes, cfg: QualityStage) -> dict[str, float | None]:
-    """All quality scores of one decoded image (``data`` are its file bytes, for the JPEG tables)."""
+def measure(rgb: np.ndarray, data: bytes, cfg: QualityStage, decode_scale: int = 1) -> dict[str, float | None]:
+    """All quality scores of one decoded image (``data`` are its file bytes, for the JPEG tables).
+
+    ``decode_scale`` is the JPEG DCT scaling the pixels were decoded with (1, 2 or 4: Pillow ``draft``
+    mode at 1/1, 1/2, 1/4): blockiness then looks for block edges every ``8 / decode_scale`` pixels."""
+    if decode_scale not in (1, 2, 4):
+        raise ValueError(f"decode_scale {decode_scale!r}: allowed 1, 2, 4 (1/8 leaves no block edges to measure)")
     full_gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     gray = analysis_gray(rgb, cfg.analysis_long_side)
     lap = cv2.Laplacian(gray, cv2.CV_64F)
@@ -93,7 +100,7 @@ def measure(rgb: np.ndarray, data: bytes, cfg: QualityStage) -> dict[str, float 
         "bright_frac": round(float(p[250:].sum()), 4),
         "entropy": round(float(-(nz * np.log2(nz)).sum()), 4),
         "jpeg_quality": (round(q, 1) if (q := jpeg_quality(data)) is not None else None),
-        "blockiness": round(blockiness(full_gray), 4),
+        "blockiness": round(blockiness(full_gray, block=8 // decode_scale), 4),
     }
 
 
