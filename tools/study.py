@@ -115,14 +115,33 @@ def sentences(recs: list[dict]) -> list[str]:
 def claims(recs: list[dict]) -> dict:
     """The issue's checks: tasks where mae+cl beats random by > 2 std; arms beating the mean on pose and seg."""
     st = primary_stats(recs)
-    beat = [t for t, v in st.items() if "mae+cl" in v and "random" in v
-            and (lambda d: d[0] > d[1])(_better(v["mae+cl"], v["random"], PRIMARY[t][1]))]
+    beat = [t for t, v in st.items() if "mae+cl" in v and "random" in v and min(v["mae+cl"][2], v["random"][2]) > 1
+            and (lambda d: d[0] > d[1])(_better(v["mae+cl"], v["random"], PRIMARY[t][1]))]   # needs >= 2 seeds
     over_mean = {}
     for task in ("pose", "seg"):
         if task in st and "mean" in st[task]:
             over_mean[task] = {a: _better(st[task][a], st[task]["mean"], PRIMARY[task][1])[0] > 0
                                for a in ("mae", "cl", "mae+cl") if a in st[task]}
     return {"maecl_beats_random_2std": beat, "beats_mean": over_mean}
+
+
+def markdown(doc: dict, machine: str, wall_s: float | None, command: str) -> str:
+    """benchmarks/results/study.md: the table, the sentences, the issue's checks, machine and wall time."""
+    c = doc.get("claims") or claims(doc["records"])
+    seeds = sorted({r["seed"] for r in doc["records"]})
+    lines = ["# The learning study: does pretraining teach? (random vs mae vs cl vs mae+cl)", "",
+             f"Machine: {machine}. Command: `{command}`" + (f", wall time {wall_s / 60:.0f} min" if wall_s else "")
+             + f". Seeds: {seeds} (each seed: its own random init and its own three pretraining runs; the "
+             "probe data and split are fixed). Primary metric per task, mean ± std over seeds; the mean "
+             "baseline is the same linear probe without features (per-position mean of the training labels).",
+             "", table(doc["records"]), ""]
+    lines += [f"- {t}" for t in sentences(doc["records"])]
+    lines += ["", f"mae+cl beats random by more than two standard deviations on: "
+              f"{', '.join(c['maecl_beats_random_2std']) or 'no task'} (the issue asks for three).",
+              "Pretrained arms above the mean baseline: "
+              + "; ".join(f"{t}: " + ", ".join(f"{a} {'yes' if ok else 'NO'}" for a, ok in v.items())
+                          for t, v in c["beats_mean"].items()) + ".", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog=examples("python -m humans.tools.study runs/study --json study.json"))
     ap.add_argument("run", help="main-job output folder holding probe*.json")
     ap.add_argument("--json", help="where to write (default RUN/study.json)")
+    ap.add_argument("--md", help="also write the Markdown summary (benchmarks/results/study.md) here")
+    ap.add_argument("--machine", default="2-core x86_64 CPU, no GPU", help="machine line for --md")
+    ap.add_argument("--wall-s", type=float, default=None, help="wall time of the run for --md")
     a = ap.parse_args(argv)
     run = Path(a.run)
     found = {0 if p.stem == "probe" else int(re.sub(r"\D", "", p.stem)): p
@@ -149,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
            "claims": claims(recs)}
     out = Path(a.json) if a.json else run / "study.json"
     out.write_text(json.dumps(doc, indent=1))
+    if a.md:
+        Path(a.md).write_text(markdown(doc, a.machine, a.wall_s, f"humans --preset study --out {run}"))
     print(doc["table"])
     print("\n".join(doc["sentences"]))
     return 0
