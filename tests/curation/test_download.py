@@ -189,8 +189,9 @@ def test_per_host_concurrency_is_respected(server):
     assert [r.url for r in results] == urls  # input order
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     assert state.max_active["127.0.0.1"] == 2 and state.max_active["localhost"] == 2
-    # 12 requests of 0.15 s two at a time take >= 0.9 s per host; both hosts ran side by side
-    assert 0.85 < elapsed < 3.0
+    # 12 requests of 0.15 s two at a time take >= 0.9 s per host (a lower bound that holds however
+    # loaded the machine is; how fast it goes is for benchmarks, not tests)
+    assert elapsed > 0.85
 
 
 def test_config_is_validated():
