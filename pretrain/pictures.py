@@ -37,6 +37,18 @@ def load_images(paths: list[str | Path], size: tuple[int, int]) -> torch.Tensor:
     return torch.stack(out)
 
 
+def _save(fig, out: str | Path) -> Path:
+    """Write ``fig`` to ``out`` (folders created) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def _denorm(x: torch.Tensor) -> np.ndarray:
     from .model import IMAGENET_MEAN, IMAGENET_STD
 
@@ -96,12 +108,7 @@ def reconstructions(run_dir: str | Path, images: list[str | Path], out: str | Pa
                 axes[i, j].set_title(title, fontsize=8)
     fig.suptitle(f"{Path(run_dir).name}: step {step_of(path)}, masked-cell MSE {err:.3f} (normalised pixels)",
                  fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 @torch.no_grad()
@@ -141,9 +148,4 @@ def feature_pca(backbones: dict[str, str | Path], images: list[str | Path], out:
             ax.set_axis_off()
     axes[0, 0].set_title("image", fontsize=8)
     fig.suptitle("patch features, first 3 PCA components as RGB", fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
