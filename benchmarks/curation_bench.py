@@ -151,13 +151,11 @@ def bench_pipeline(pool: Path, pipeline: str, num_cpus: int) -> dict:
 
 
 def _clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    """n unit vectors: n/4 clusters, each a centre plus 3 near duplicates (sim ~0.99) and noise."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n // 4, dim), dtype=np.float32)
-    x = np.repeat(centres, 4, axis=0)[:n]
-    x += 0.06 * rng.standard_normal(x.shape, dtype=np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
+    """n unit vectors in groups of 4 near duplicates (the same generator as benchmarks/dedup_bench.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from dedup_bench import planted_groups
+
+    return planted_groups(n, dim, seed)
 
 
 def bench_faiss(sizes: list[int], dim: int = 512, flat_max: int = 100_000) -> list[dict]:
