@@ -59,10 +59,38 @@ def test_softmax_converges_on_separable_tokens():
     assert lm.report["refit_converged"] and lm.report["heldout_loss"] < 0.1
 
 
+def test_softmax_gradient_is_autograd_gradient():
+    """The solver's closed-form objective and gradient (whole images, broadcast bias; a token subset,
+    gathered bias) equal autograd's on ``cross_entropy + 0.5 * l2 * |W|^2``."""
+    from humans.heads.probe_solver import _SoftmaxRows
+
+    g = torch.Generator().manual_seed(3)
+    c, rr, P, D = 5, 4, 6, 7
+    xs, lab = torch.randn(60, D, generator=g), torch.randint(0, c, (60, rr), generator=g)
+    for rows in (torch.arange(60), torch.randperm(60, generator=g)[:40]):
+        pos = rows % P
+        fit = _SoftmaxRows(xs[rows], pos, lab[rows], c, rr, P)
+        assert fit.whole == (len(rows) == 60)
+        w = torch.randn(D, c * rr, generator=g, requires_grad=True)
+        b = torch.randn(P, c * rr, generator=g, requires_grad=True)
+        # columns sub-pixel-major inside the solver: logits [T, rr, C]
+        ce = F.cross_entropy((xs[rows] @ w + b[pos]).view(-1, rr, c).transpose(1, 2), lab[rows])
+        (ce + 0.15 * (w ** 2).sum()).backward()
+        loss, gw, gb = fit.value_and_grad(w.detach(), b.detach(), 0.3)
+        assert loss == pytest.approx(float(ce.detach() + 0.15 * (w.detach() ** 2).sum()), rel=1e-5)
+        assert fit.ce(w.detach(), b.detach()) == pytest.approx(float(ce.detach()), rel=1e-5)
+        assert torch.allclose(gw, w.grad, atol=1e-6) and torch.allclose(gb, b.grad, atol=1e-7)
+
+
 @pytest.fixture(scope="module")
-def seg_albedo(synth_data):
-    """The synthetic set and its train / held-out keys."""
-    data = DenseData(synth_data)
+def seg_albedo(tmp_path_factory):
+    """40 synthetic humans written at 64x64 (the probe's labels at full resolution stay small) and
+    their train / held-out keys."""
+    from humans.shared.synth.writer import write_dataset
+
+    out = tmp_path_factory.mktemp("synth64") / "data"
+    write_dataset(out, 40, 64, seed=0, workers=2, progress=False)
+    data = DenseData(out)
     tr, va = data.split(0.25, 0)
     return data, tr, va
 
@@ -82,7 +110,8 @@ def test_features_holding_the_answer_score_near_perfectly(task, seg_albedo, rand
     from humans.shared.backbone import load_backbone
 
     data, tr, va = seg_albedo
-    cfg = HeadConfig(task=task, kind="linear", backbone=str(random_tiny_backbone), layers=[-1], size=(128, 128),
+    # labels at the images' full 64x64 resolution, one feature row per label pixel (r = 1)
+    cfg = HeadConfig(task=task, kind="linear", backbone=str(random_tiny_backbone), layers=[-1], size=(64, 64),
                      label_stride=1, flip_aug=False, flip_test=False)
     ex = FeatureExtractor(load_backbone(random_tiny_backbone), [-1])
     tt = prepare_task(data, data.items(task, tr), cfg, ex)
