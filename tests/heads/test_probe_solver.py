@@ -129,19 +129,23 @@ def test_features_holding_the_answer_score_near_perfectly(task, seg_albedo, rand
 
 def test_random_init_study_backbone_beats_the_mean_on_seg_and_albedo(tmp_path):
     """A randomly initialised (NOT pretrained) study-s8 backbone, probed through the real CLI on 160
-    synthetic humans (with the 40 of the shared fixture the probe overfits and, rightly, ties the mean)."""
+    synthetic humans (with the 40 of the shared fixture the probe overfits and, rightly, ties the mean),
+    written at 64 px and probed at 64x48 (an 8x6 token grid; the study probes at 128x96). Measured on
+    three seeds of data and backbone (7+s, s for s = 0, 1, 2): seg mIoU above the mean map's by 0.0031,
+    0.0051, 0.0059, pixel accuracy within 0.005 of it, albedo MAE below the mean colour's by 0.032,
+    0.028, 0.030; the refit converged in 50 iterations each time."""
     from humans.shared.backbone import build_backbone, save_backbone
     from humans.shared.synth.writer import write_dataset
 
     synth_data = tmp_path / "data160"
-    write_dataset(synth_data, 160, 128, seed=7, workers=2, progress=False)
+    write_dataset(synth_data, 160, 64, seed=7, workers=2, progress=False)
 
     torch.manual_seed(0)
     ckpt = tmp_path / "random_init_study_s8.safetensors"
     save_backbone(build_backbone("study-s8"), ckpt)
     out = tmp_path / "probe.json"
     assert main(["probe", "--backbone", f"random={ckpt}", "--data", str(synth_data), "--tasks", "seg,albedo",
-                 "--size", "128x96", "--json", str(out), "--threads", "2"]) == 0
+                 "--size", "64x48", "--json", str(out), "--threads", "1"]) == 0
     res = json.loads(out.read_text())
     rnd, mean = res["results"]["random"], res["results"]["mean baseline"]
     # segmentation: per-class overlap above the mean map's (pixel accuracy, dominated by the background
@@ -153,6 +157,6 @@ def test_random_init_study_backbone_beats_the_mean_on_seg_and_albedo(tmp_path):
     # the refit on every training token (more rows than the sweep's subset, so a higher train loss than
     # the sweep's fit) fits no worse than the sweep's fit did on held-out images; convergence is reported
     assert fit["solver"].startswith("softmax") and 0 < fit["refit_iterations"] <= 200
-    assert isinstance(fit["refit_converged"], bool) and fit["refit_train_loss"] < fit["heldout_loss"]
+    assert fit["refit_converged"] is True and fit["refit_train_loss"] < fit["heldout_loss"]
     assert res["layers"]["random"] == [1, 2, 3, 5]
     assert np.isfinite(res["fits"]["random"]["albedo"]["heldout_loss"])
