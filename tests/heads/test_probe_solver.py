@@ -158,5 +158,10 @@ def test_random_init_study_backbone_beats_the_mean_on_seg_and_albedo(tmp_path):
     # the sweep's fit) fits no worse than the sweep's fit did on held-out images; convergence is reported
     assert fit["solver"].startswith("softmax") and 0 < fit["refit_iterations"] <= 200
     assert fit["refit_converged"] is True and fit["refit_train_loss"] < fit["heldout_loss"]
+    # the sweep ran from the largest strength down while the held-out loss fell, stopped at its first
+    # rise (or the grid's end), and kept the strength with the lowest held-out loss
+    ho = [s["heldout_loss"] for s in fit["sweep"]]
+    assert all(a > b for a, b in zip(ho[:-2], ho[1:-1])) and (len(ho) == 5 or ho[-1] > ho[-2]), ho
+    assert fit["lambda"] == fit["sweep"][ho.index(min(ho))]["lambda"]
     assert res["layers"]["random"] == [1, 2, 3, 5]
     assert np.isfinite(res["fits"]["random"]["albedo"]["heldout_loss"])
