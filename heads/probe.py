@@ -27,6 +27,7 @@ from humans.heads.evaluate import evaluate_outputs
 from humans.heads.probe_solver import (LinearMap, fit_ridge, fit_softmax, shuffle_factor, targets_to_token_rows,
                                        to_token_rows)
 from humans.heads.prepare import TaskTensors, prepare_task
+from humans.heads.tasks import TASKS, get_task
 from humans.shared.humans.parts import NUM_PARTS
 from humans.shared.atomic import atomic_write_text
 from humans.shared.log import get_logger
@@ -37,15 +38,11 @@ log = get_logger("heads.probe")
 PRIMARY = {"pose": ("PCK@0.1", True), "seg": ("mIoU", True), "normal": ("mean_deg", False),
            "pointmap": ("si_error", False), "albedo": ("MAE", False)}
 
-# (task, metric key, label, higher is better)
-ROWS = [("pose", "AP", "pose OKS AP", True), ("pose", "PCK@0.1", "pose PCK@0.1", True),
-        ("seg", "mIoU", "seg mIoU", True), ("seg", "pixel_acc", "seg pixel acc.", True),
-        ("pointmap", "si_error", "pointmap scale-inv. error", False),
-        ("pointmap", "kpt_error", "pointmap error at keypoints", False),
-        ("normal", "mean_deg", "normal mean angle (deg)", False),
-        ("normal", "median_deg", "normal median angle (deg)", False),
-        ("normal", "<11.25", "normal % < 11.25 deg", True), ("normal", "<30", "normal % < 30 deg", True),
-        ("albedo", "MAE", "albedo MAE", False), ("albedo", "PSNR", "albedo PSNR (dB)", True)]
+
+def table_rows(tasks: list[str]) -> list[tuple[str, str, str, bool]]:
+    """(task, metric key, label, higher is better) of the chosen tasks, in the registry's task order,
+    from each task spec's ``metric_rows``."""
+    return [(t, *row) for t in TASKS if t in tasks for row in get_task(t).metric_rows]
 
 
 def parse_backbones(specs: list[str]) -> list[tuple[str, str]]:
@@ -69,9 +66,7 @@ def format_table(results: dict[str, dict[str, dict]], tasks: list[str]) -> str:
     """Markdown table: rows = metrics of the chosen tasks, columns = backbones (and baseline)."""
     cols = list(results)
     lines = ["| metric | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for task, key, label, higher in ROWS:
-        if task not in tasks:
-            continue
+    for task, key, label, higher in table_rows(tasks):
         vals = [results[c].get(task, {}).get(key) for c in cols]
         cells = []
         finite = [v for v in vals if v is not None and v == v]

@@ -11,9 +11,13 @@ still one linear layer: no hidden layer, no convolution across tokens, no skip f
   is kept and the map is refitted on all training images. Pixels without a label (off the person)
   get weight 0, so each of the ``r x r`` sub-pixel positions has its own weighted Gram matrix.
 - Segmentation: multinomial logistic regression (softmax over the 29 classes at each sub-pixel),
-  L2-regularised, minimised by L-BFGS until the objective falls by less than a relative 1e-3 over
-  25 iterations; the
-  same held-out sweep of the L2 strength, warm-started along the path.
+  L2-regularised, minimised by L-BFGS (objective and gradient in closed form, float32) until the
+  objective falls by less than a relative 1e-3 over 25 iterations. The same held-out sweep of the L2
+  strength, on a random subset of the fitting tokens, from the largest strength down: the first fit
+  starts at zero weights with each position's log class frequencies as its bias, each next one from
+  the previous solution, and the sweep stops once the held-out loss rises. The refit on every
+  training token starts from the chosen strength's sweep solution, its bias moved by the change of
+  each position's log class frequencies between the subset and all tokens.
 
 Every fit returns its report: the chosen strength, the train and held-out losses of each strength
 tried, and (softmax) the iterations used and whether the tolerance was met.
@@ -212,55 +216,95 @@ def fit_ridge(x: torch.Tensor, y: torch.Tensor, r: int, tokens_per_image: int, v
     return LinearMap(mean, std, weight, pos_mean, pos_bias, r, report)
 
 
-def _logits(xs: torch.Tensor, pos: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, c: int, rr: int
-            ) -> torch.Tensor:
-    """[T, C, r*r] logits of rows ``xs`` at token positions ``pos`` (bias per position)."""
-    return (xs @ weight + bias[pos]).view(-1, c, rr)   # channel-major: column = ch * rr + k
+class _SoftmaxRows:
+    """Rows of one softmax fit (standardised, position-centred features, token positions, labels) and
+    the objective's value and gradient, computed in closed form (no autograd graph):
+    ``mean cross-entropy + 0.5 * l2 * |W|^2``; the per-position bias is not penalised.
+
+    Weight and bias columns are sub-pixel-major here (column ``k * C + ch``: the softmax runs over
+    contiguous memory); ``_to_channel_major`` gives the ``LinearMap`` order."""
+
+    def __init__(self, xs: torch.Tensor, pos: torch.Tensor, labels: torch.Tensor, c: int, rr: int, n_pos: int):
+        self.xs, self.pos, self.c, self.rr, self.n_pos = xs, pos, c, rr, n_pos
+        self.labels = labels.long().view(-1, rr, 1)
+        # rows that are whole images in image-major order take the bias by broadcasting (no gather)
+        self.whole = len(pos) % n_pos == 0 and bool((pos.view(-1, n_pos) == torch.arange(n_pos)).all())
+
+    def __len__(self) -> int:
+        return self.xs.shape[0]
+
+    def logits(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """[T, r*r, C] logits."""
+        z = self.xs @ weight
+        if self.whole:
+            z = (z.view(-1, self.n_pos, z.shape[1]) + bias).view(-1, z.shape[1])
+        else:
+            z += bias[self.pos]
+        return z.view(-1, self.rr, self.c)
+
+    @torch.no_grad()
+    def ce(self, weight: torch.Tensor, bias: torch.Tensor) -> float:
+        """Mean cross-entropy per labelled sub-pixel."""
+        logp = torch.log_softmax(self.logits(weight, bias), -1)
+        return float(-logp.gather(-1, self.labels).mean())
+
+    @torch.no_grad()
+    def value_and_grad(self, weight: torch.Tensor, bias: torch.Tensor, l2: float
+                       ) -> tuple[float, torch.Tensor, torch.Tensor]:
+        logp = torch.log_softmax(self.logits(weight, bias), -1)
+        n = logp.shape[0] * self.rr
+        loss = float(-logp.gather(-1, self.labels).sum()) / n + 0.5 * l2 * float((weight * weight).sum())
+        g = logp.exp_()                                       # softmax - one-hot, per sub-pixel
+        g.scatter_add_(-1, self.labels, torch.full(self.labels.shape, -1.0))
+        g = g.view(g.shape[0], -1).div_(n)
+        gw = torch.addmm(weight, self.xs.T, g, beta=l2) if l2 else self.xs.T @ g
+        if self.whole:
+            gb = g.view(-1, self.n_pos, g.shape[1]).sum(0)
+        else:
+            gb = torch.zeros(self.n_pos, g.shape[1]).index_add_(0, self.pos, g)
+        return loss, gw, gb
+
+    def log_prior_bias(self, smooth: float = 0.01) -> torch.Tensor:
+        """[P, C*r*r] log class frequencies per position and sub-pixel (``smooth`` added to each count):
+        the optimum at zero weights up to the smoothing, the sweep's starting point."""
+        counts = torch.zeros(self.n_pos, self.rr, self.c)
+        onehot = torch.zeros(len(self), self.rr, self.c).scatter_(-1, self.labels, 1.0)
+        counts.index_add_(0, self.pos, onehot)
+        counts += smooth
+        return torch.log(counts / counts.sum(-1, keepdim=True)).view(self.n_pos, -1)
 
 
-def _softmax_loss(xs: torch.Tensor, pos: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
-                  bias: torch.Tensor, c: int, rr: int, l2: float) -> torch.Tensor:
-    logits = _logits(xs, pos, weight, bias, c, rr)
-    ce = F.cross_entropy(logits, labels.long(), reduction="mean")
-    return ce + 0.5 * l2 * (weight ** 2).sum()
+def _to_channel_major(t: torch.Tensor, c: int, rr: int) -> torch.Tensor:
+    """Columns ``k * C + ch`` -> ``ch * rr + k`` (the pixel-shuffle order of ``LinearMap``)."""
+    return t.view(t.shape[0], rr, c).transpose(1, 2).reshape(t.shape[0], c * rr).contiguous()
 
 
-def _lbfgs(xs: torch.Tensor, pos: torch.Tensor, labels: torch.Tensor, c: int, rr: int, n_pos: int, l2: float,
-           init: tuple | None, max_iter: int, tol: float, chunk: int = 25
-           ) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
-    """L-BFGS in chunks of ``chunk`` iterations until the objective's relative decrease over a chunk is
-    below ``tol`` (converged) or ``max_iter`` iterations are spent (not converged)."""
-    d = xs.shape[1]
-    weight = (init[0].clone() if init else torch.zeros(d, c * rr)).requires_grad_(True)
-    bias = (init[1].clone() if init else torch.zeros(n_pos, c * rr)).requires_grad_(True)
+def _lbfgs(rows: _SoftmaxRows, l2: float, init: tuple[torch.Tensor, torch.Tensor], max_iter: int, tol: float,
+           chunk: int = 25) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+    """L-BFGS from ``init`` (weight, bias) in chunks of ``chunk`` iterations until the objective's
+    relative decrease over a chunk is below ``tol`` (converged) or ``max_iter`` iterations are spent
+    (not converged)."""
+    weight = init[0].clone().requires_grad_(True)
+    bias = init[1].clone().requires_grad_(True)
     opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=chunk, tolerance_grad=1e-7,
                             tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
-        opt.zero_grad()
-        loss = _softmax_loss(xs, pos, labels, weight, bias, c, rr, l2)
-        loss.backward()
-        return loss
+        loss, gw, gb = rows.value_and_grad(weight.detach(), bias.detach(), l2)
+        weight.grad, bias.grad = gw, gb
+        return torch.tensor(loss)
 
     iters, converged = 0, False
-    with torch.no_grad():
-        prev = float(_softmax_loss(xs, pos, labels, weight, bias, c, rr, l2))
+    prev = rows.value_and_grad(weight.detach(), bias.detach(), l2)[0]
     while iters < max_iter:
         opt.step(closure)
         iters = int(opt.state[opt._params[0]].get("n_iter", 0))
-        with torch.no_grad():
-            cur = float(_softmax_loss(xs, pos, labels, weight, bias, c, rr, l2))
+        cur = rows.value_and_grad(weight.detach(), bias.detach(), l2)[0]
         if prev - cur <= tol * max(abs(prev), 1e-12):
             converged = True
             break
         prev = cur
     return weight.detach(), bias.detach(), iters, converged
-
-
-@torch.no_grad()
-def _ce(xs: torch.Tensor, pos: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, c: int,
-        rr: int) -> float:
-    return float(F.cross_entropy(_logits(xs, pos, weight, bias, c, rr), labels.long()))
 
 
 def fit_softmax(x: torch.Tensor, labels: torch.Tensor, num_classes: int, r: int, tokens_per_image: int,
@@ -270,8 +314,10 @@ def fit_softmax(x: torch.Tensor, labels: torch.Tensor, num_classes: int, r: int,
     image-major); one bias per token position (see ``LinearMap``), features centred per position.
 
     The strength is chosen on the held-out images with fits on at most ``sweep_rows`` random fitting
-    tokens (largest strength first, each fit warm-starting the next); the chosen strength is then
-    refitted on every training token, warm-started from its sweep solution."""
+    tokens: largest strength first, the first from zero weights and the log class frequencies of each
+    position as bias, each next one warm-started from the previous solution; the sweep stops once the
+    held-out loss has risen (the path past a minimum only overfits further). The chosen strength is
+    then refitted on every training token, warm-started from its sweep solution."""
     c, rr, P = num_classes, r * r, tokens_per_image
     n_img = x.shape[0] // P
     mean, std = _standardise(x)
@@ -284,20 +330,28 @@ def fit_softmax(x: torch.Tensor, labels: torch.Tensor, num_classes: int, r: int,
     if len(fit_rows) > sweep_rows:
         pick = torch.from_numpy(np.random.default_rng(seed).choice(len(fit_rows), sweep_rows, replace=False))
         fit_rows = fit_rows[pick.sort().values]
-    sweep, init, sols = [], None, {}
+    sub = _SoftmaxRows(xs[fit_rows], pos[fit_rows], labels[fit_rows], c, rr, P)
+    held = _SoftmaxRows(xs[ho_rows], pos[ho_rows], labels[ho_rows], c, rr, P) if len(ho_rows) else None
+    sweep, sols = [], {}
+    init = (torch.zeros(x.shape[1], c * rr), sub.log_prior_bias())
     for l2 in grid:   # largest first: each fit starts from the previous, better-conditioned one
-        wm, b, iters, conv = _lbfgs(xs[fit_rows], pos[fit_rows], labels[fit_rows], c, rr, P, l2, init, max_iter, tol)
-        init = (wm, b)
-        sols[l2] = init
-        sweep.append({"lambda": l2, "train_loss": _ce(xs[fit_rows], pos[fit_rows], labels[fit_rows], wm, b, c, rr),
-                      "heldout_loss": _ce(xs[ho_rows], pos[ho_rows], labels[ho_rows], wm, b, c, rr)
-                      if len(ho_rows) else float("nan"),
+        wm, b, iters, conv = _lbfgs(sub, l2, init, max_iter, tol)
+        init = sols[l2] = (wm, b)
+        sweep.append({"lambda": l2, "train_loss": sub.ce(wm, b),
+                      "heldout_loss": held.ce(wm, b) if held is not None else float("nan"),
                       "iterations": iters, "converged": conv})
-    key = "heldout_loss" if len(ho_rows) else "train_loss"
+        if held is not None and len(sweep) > 1 and sweep[-1]["heldout_loss"] > sweep[-2]["heldout_loss"]:
+            break
+    key = "heldout_loss" if held is not None else "train_loss"
     best = min(sweep, key=lambda s: (s[key], -s["lambda"]))
-    wm, b, iters, conv = _lbfgs(xs, pos, labels, c, rr, P, best["lambda"], sols[best["lambda"]], max_iter, tol)
+    full = _SoftmaxRows(xs, pos, labels, c, rr, P)
+    # the sweep's bias, moved by how much each position's log class frequencies differ on every token
+    wm, b = sols[best["lambda"]]
+    b = b + full.log_prior_bias() - sub.log_prior_bias()
+    del sub, held
+    wm, b, iters, conv = _lbfgs(full, best["lambda"], (wm, b), max_iter, tol)
     report = {"solver": "softmax regression (L-BFGS)", "lambda": best["lambda"], "sweep": sweep,
               "sweep_rows": len(fit_rows), "heldout_loss": best["heldout_loss"], "train_loss": best["train_loss"],
-              "refit_train_loss": _ce(xs, pos, labels, wm, b, c, rr), "refit_iterations": iters,
+              "refit_train_loss": full.ce(wm, b), "refit_iterations": iters,
               "refit_converged": conv, "fit_images": len(fit_idx), "heldout_images": len(ho_idx)}
-    return LinearMap(mean, std, wm, pos_mean, b, r, report)
+    return LinearMap(mean, std, _to_channel_major(wm, c, rr), pos_mean, _to_channel_major(b, c, rr), r, report)

@@ -148,7 +148,7 @@ def test_export_torchscript_runs(runs, synth_data, random_tiny_backbone, tmp_pat
 def test_probe_table_two_backbones(synth_data, random_tiny_backbone, random_tiny_backbone_b, tmp_path, capsys):
     md = tmp_path / "probe.md"
     rc = main(["probe", "--backbone", f"rand0={random_tiny_backbone}", "--backbone", f"rand1={random_tiny_backbone_b}",
-               "--data", str(synth_data), "--size", "96", "--layers", "-1",
+               "--data", str(synth_data), "--size", "64", "--layers", "-1",
                "--write-results", str(md), "--json", str(tmp_path / "probe.json")])
     assert rc == 0
     out = capsys.readouterr().out

@@ -59,10 +59,38 @@ def test_softmax_converges_on_separable_tokens():
     assert lm.report["refit_converged"] and lm.report["heldout_loss"] < 0.1
 
 
+def test_softmax_gradient_is_autograd_gradient():
+    """The solver's closed-form objective and gradient (whole images, broadcast bias; a token subset,
+    gathered bias) equal autograd's on ``cross_entropy + 0.5 * l2 * |W|^2``."""
+    from humans.heads.probe_solver import _SoftmaxRows
+
+    g = torch.Generator().manual_seed(3)
+    c, rr, P, D = 5, 4, 6, 7
+    xs, lab = torch.randn(60, D, generator=g), torch.randint(0, c, (60, rr), generator=g)
+    for rows in (torch.arange(60), torch.randperm(60, generator=g)[:40]):
+        pos = rows % P
+        fit = _SoftmaxRows(xs[rows], pos, lab[rows], c, rr, P)
+        assert fit.whole == (len(rows) == 60)
+        w = torch.randn(D, c * rr, generator=g, requires_grad=True)
+        b = torch.randn(P, c * rr, generator=g, requires_grad=True)
+        # columns sub-pixel-major inside the solver: logits [T, rr, C]
+        ce = F.cross_entropy((xs[rows] @ w + b[pos]).view(-1, rr, c).transpose(1, 2), lab[rows])
+        (ce + 0.15 * (w ** 2).sum()).backward()
+        loss, gw, gb = fit.value_and_grad(w.detach(), b.detach(), 0.3)
+        assert loss == pytest.approx(float(ce.detach() + 0.15 * (w.detach() ** 2).sum()), rel=1e-5)
+        assert fit.ce(w.detach(), b.detach()) == pytest.approx(float(ce.detach()), rel=1e-5)
+        assert torch.allclose(gw, w.grad, atol=1e-6) and torch.allclose(gb, b.grad, atol=1e-7)
+
+
 @pytest.fixture(scope="module")
-def seg_albedo(synth_data):
-    """The synthetic set and its train / held-out keys."""
-    data = DenseData(synth_data)
+def seg_albedo(tmp_path_factory):
+    """24 synthetic humans written at 64x64 (labels at full resolution: at 48 px, upsampled outputs
+    lose thin parts) and their train / held-out keys (18 / 6)."""
+    from humans.shared.synth.writer import write_dataset
+
+    out = tmp_path_factory.mktemp("synth64") / "data"
+    write_dataset(out, 24, 64, seed=0, workers=2, progress=False)
+    data = DenseData(out)
     tr, va = data.split(0.25, 0)
     return data, tr, va
 
@@ -82,7 +110,8 @@ def test_features_holding_the_answer_score_near_perfectly(task, seg_albedo, rand
     from humans.shared.backbone import load_backbone
 
     data, tr, va = seg_albedo
-    cfg = HeadConfig(task=task, kind="linear", backbone=str(random_tiny_backbone), layers=[-1], size=(128, 128),
+    # labels at the images' full 64x64 resolution, one feature row per label pixel (r = 1)
+    cfg = HeadConfig(task=task, kind="linear", backbone=str(random_tiny_backbone), layers=[-1], size=(64, 64),
                      label_stride=1, flip_aug=False, flip_test=False)
     ex = FeatureExtractor(load_backbone(random_tiny_backbone), [-1])
     tt = prepare_task(data, data.items(task, tr), cfg, ex)
@@ -100,19 +129,23 @@ def test_features_holding_the_answer_score_near_perfectly(task, seg_albedo, rand
 
 def test_random_init_study_backbone_beats_the_mean_on_seg_and_albedo(tmp_path):
     """A randomly initialised (NOT pretrained) study-s8 backbone, probed through the real CLI on 160
-    synthetic humans (with the 40 of the shared fixture the probe overfits and, rightly, ties the mean)."""
+    synthetic humans (with the 40 of the shared fixture the probe overfits and, rightly, ties the mean),
+    written at 64 px and probed at 64x48 (an 8x6 token grid; the study probes at 128x96). Measured on
+    three seeds of data and backbone (7+s, s for s = 0, 1, 2): seg mIoU above the mean map's by 0.0031,
+    0.0051, 0.0059, pixel accuracy within 0.005 of it, albedo MAE below the mean colour's by 0.032,
+    0.028, 0.030; the refit converged in 50 iterations each time."""
     from humans.shared.backbone import build_backbone, save_backbone
     from humans.shared.synth.writer import write_dataset
 
     synth_data = tmp_path / "data160"
-    write_dataset(synth_data, 160, 128, seed=7, workers=2, progress=False)
+    write_dataset(synth_data, 160, 64, seed=7, workers=2, progress=False)
 
     torch.manual_seed(0)
     ckpt = tmp_path / "random_init_study_s8.safetensors"
     save_backbone(build_backbone("study-s8"), ckpt)
     out = tmp_path / "probe.json"
     assert main(["probe", "--backbone", f"random={ckpt}", "--data", str(synth_data), "--tasks", "seg,albedo",
-                 "--size", "128x96", "--json", str(out), "--threads", "2"]) == 0
+                 "--size", "64x48", "--json", str(out), "--threads", "1"]) == 0
     res = json.loads(out.read_text())
     rnd, mean = res["results"]["random"], res["results"]["mean baseline"]
     # segmentation: per-class overlap above the mean map's (pixel accuracy, dominated by the background
@@ -124,6 +157,11 @@ def test_random_init_study_backbone_beats_the_mean_on_seg_and_albedo(tmp_path):
     # the refit on every training token (more rows than the sweep's subset, so a higher train loss than
     # the sweep's fit) fits no worse than the sweep's fit did on held-out images; convergence is reported
     assert fit["solver"].startswith("softmax") and 0 < fit["refit_iterations"] <= 200
-    assert isinstance(fit["refit_converged"], bool) and fit["refit_train_loss"] < fit["heldout_loss"]
+    assert fit["refit_converged"] is True and fit["refit_train_loss"] < fit["heldout_loss"]
+    # the sweep ran from the largest strength down while the held-out loss fell, stopped at its first
+    # rise (or the grid's end), and kept the strength with the lowest held-out loss
+    ho = [s["heldout_loss"] for s in fit["sweep"]]
+    assert all(a > b for a, b in zip(ho[:-2], ho[1:-1])) and (len(ho) == 5 or ho[-1] > ho[-2]), ho
+    assert fit["lambda"] == fit["sweep"][ho.index(min(ho))]["lambda"]
     assert res["layers"]["random"] == [1, 2, 3, 5]
     assert np.isfinite(res["fits"]["random"]["albedo"]["heldout_loss"])
