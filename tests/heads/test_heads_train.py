@@ -178,8 +178,9 @@ def albedo_data(tmp_path_factory):
 
 
 def test_albedo_head_beats_mean_colour(albedo_data, random_tiny_backbone, tmp_path):
-    """Albedo head, 30 epochs on 90 images, held out 30: measured MAE 0.195 vs 0.224 for the mean
-    colour of the training albedo (margin 0.029); asserted with half that margin."""
+    """Albedo head, 30 epochs on 90 images, held out 30, from features only (no image skip, the default
+    since #12): measured MAE 0.2086 vs 0.2239 for the mean colour of the training albedo (margin 0.0153;
+    0.195 when the head still had the raw-image skip); asserted with two thirds of that margin."""
     out = tmp_path / "albedo"
     assert main(["train", "--task", "albedo", "--backbone", str(random_tiny_backbone), "--data", str(albedo_data),
                  "--out", str(out), "--size", "96", "--layers", "1,-1", "--epochs", "30", "--lr", "3e-3",
@@ -189,5 +190,5 @@ def test_albedo_head_beats_mean_colour(albedo_data, random_tiny_backbone, tmp_pa
     assert hist[-1] < 0.8 * hist[0], hist
     base = baseline_metrics("albedo", albedo_data, out / "head.safetensors")
     print(f"albedo: head MAE {res['metrics']['MAE']:.4f} vs mean colour {base['MAE']:.4f}")
-    assert res["metrics"]["MAE"] < base["MAE"] - 0.015, (res["metrics"], base)
+    assert res["metrics"]["MAE"] < base["MAE"] - 0.01, (res["metrics"], base)
     assert res["metrics"]["PSNR"] > base["PSNR"]
