@@ -156,10 +156,10 @@ class EmbeddingStage(_Stage):
     zoom_views: list[float] = Field([1.0, 0.88], min_length=1, description="backbone embedder: each image is "
                                     "embedded as centre crops keeping these fractions of the frame; a pair is a "
                                     "duplicate when any views match (a re-framed copy meets the original's zoom)")
-    whiten_dims: int = Field(32, ge=0, description="PCA-whitening dimensions fitted on the pool's vectors "
+    whiten_dims: int = Field(48, ge=0, description="PCA-whitening dimensions fitted on the pool's vectors "
                                                   "(0: off; len(pool) // 4 when the pool has fewer than 4x)")
     whiten_shrink: float = Field(1.0, ge=0, description="whitening shrinkage: eigenvalues + shrink x their mean")
-    threshold: float = Field(0.93, gt=0, le=1, description="cosine similarity for a near duplicate (0 < t <= 1)")
+    threshold: float = Field(0.94, gt=0, le=1, description="cosine similarity for a near duplicate (0 < t <= 1)")
     ivf_threshold: int = Field(200_000, ge=1, description="pools with at least this many vectors use IVF")
     nlist: int | None = Field(None, ge=1, description="IVF (k-means) partitions; default 4*sqrt(n)")
     nprobe: int = Field(2, ge=1, description="IVF: each vector joins its nprobe nearest partitions")
