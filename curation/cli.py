@@ -53,9 +53,14 @@ def _add_run(sub) -> None:
                    help="ultralytics YOLO checkpoint (.pt) for the person stage; without it the bundled "
                         "pretrained detector of pipelines.yaml's person.detector is used (auto: MediaPipe "
                         "pose + face when installed, else OpenCV's HOG people detector)")
+    p.add_argument("--embedding-backbone", default=None,
+                   help="our backbone checkpoint (`humans-pretrain export`, .safetensors) as the embedding "
+                        "stage's embedder (the default embedder; `humans` pretrains one before curating)")
     p.add_argument("--embedding-checkpoint", default=None,
-                   help="open_clip state dict (.pt/.safetensors) for the embedding stage; without it the "
-                        "model is RANDOMLY initialised (pixel-level near-duplicates only)")
+                   help="an open_clip state dict (.pt/.safetensors) for the embedding stage instead (sets "
+                        "embedding.embedder=open_clip; the architecture is embedding.model)")
+    p.add_argument("--embedding-random-init", action="store_true",
+                   help="RANDOM embedding weights (no semantics; for tests): every output says RANDOM INIT")
     add_set(p, "quality.min_sharpness=30 --set samples_per_shard=500 --set embedding.resources.concurrency=2")
     p.add_argument("--summary-json", default=None, help="also write the run summary to this file")
     p.set_defaults(func=_cmd_run)
@@ -70,8 +75,14 @@ def _cmd_run(args) -> int:
     overrides = parse_set(args.sets)
     if args.detector_weights:
         overrides.update({"person.detector": "yolo", "person.weights": args.detector_weights})
+    if args.embedding_backbone:
+        overrides.update({"embedding.embedder": "backbone", "embedding.backbone": args.embedding_backbone,
+                          "embedding.random_init": False})
     if args.embedding_checkpoint:
-        overrides["embedding.checkpoint"] = args.embedding_checkpoint
+        overrides.update({"embedding.embedder": "open_clip", "embedding.checkpoint": args.embedding_checkpoint,
+                          "embedding.random_init": False})
+    if args.embedding_random_init:
+        overrides["embedding.random_init"] = True
     # config and named files first, before the pipeline (Arrow, OpenCV, Ray) is even imported
     check_files(load_pipeline(args.pipeline, args.config, overrides))
     from .pipeline import run_pipeline

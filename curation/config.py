@@ -132,19 +132,82 @@ class PhashStage(_Stage):
 
 
 class EmbeddingStage(_Stage):
-    """Stage 6: open_clip embeddings, faiss near-duplicate clusters resolved to one representative."""
+    """Stage 6: image embeddings, near-duplicate clusters (cosine similarity after PCA whitening fitted
+    on the pool) resolved to one representative.
+
+    The embedder is our own self-supervised backbone by default (``backbone``: a ``humans-pretrain
+    export`` checkpoint), or an open_clip image tower (``embedder: open_clip`` with ``checkpoint``).
+    Random weights only with ``random_init: true``, named so in every output."""
 
     name: Literal["embedding"]
-    model: str = Field("ViT-B-32", description="open_clip architecture name")
-    checkpoint: str | None = Field(None, description="open_clip state dict; None = RANDOM init")
-    image_size: int | None = Field(None, ge=32, description="input size override (smaller = faster)")
-    threshold: float = Field(0.95, gt=0, le=1, description="cosine similarity for a near duplicate "
-                                                           "(0 < threshold <= 1; ~0.95 trained, 0.99 random init)")
+    embedder: Literal["backbone", "open_clip"] = Field(
+        "backbone", description="backbone: our own pretrained ViT (`backbone`); open_clip: `model` + `checkpoint`")
+    backbone: str | None = Field(None, description="`humans-pretrain export` checkpoint (.safetensors) of the "
+                                                    "backbone embedder (--embedding-backbone)")
+    random_init: bool = Field(False, description="RANDOM weights, no semantics (tests only): the backbone "
+                                                 "`random_backbone` or open_clip `model` with a fixed seed")
+    random_backbone: str = Field("study-s8", description="backbone config built when random_init is set")
+    model: str = Field("ViT-B-32", description="open_clip architecture name (embedder: open_clip)")
+    checkpoint: str | None = Field(None, description="open_clip state dict (--embedding-checkpoint)")
+    image_size: int | None = Field(None, ge=32, description="input size (default: 96 for a backbone, the "
+                                                           "open_clip model's own otherwise)")
+    pool_grids: list[int] = Field([1, 2], min_length=1, description="backbone embedder: the last block's "
+                                  "features average-pooled on these g x g grids, each L2-normalised, concatenated")
+    zoom_views: list[float] = Field([1.0, 0.88], min_length=1, description="backbone embedder: each image is "
+                                    "embedded as centre crops keeping these fractions of the frame; a pair is a "
+                                    "duplicate when any views match (a re-framed copy meets the original's zoom)")
+    whiten_dims: int = Field(48, ge=0, description="PCA-whitening dimensions fitted on the pool's vectors "
+                                                  "(0: off; len(pool) // 4 when the pool has fewer than 4x)")
+    whiten_shrink: float = Field(1.0, ge=0, description="whitening shrinkage: eigenvalues + shrink x their mean")
+    threshold: float = Field(0.94, gt=0, le=1, description="cosine similarity for a near duplicate (0 < t <= 1)")
     ivf_threshold: int = Field(200_000, ge=1, description="pools with at least this many vectors use IVF")
     nlist: int | None = Field(None, ge=1, description="IVF (k-means) partitions; default 4*sqrt(n)")
     nprobe: int = Field(2, ge=1, description="IVF: each vector joins its nprobe nearest partitions")
     partitions: int = Field(4, ge=1, description="IVF: Ray reduce tasks the partitions are spread over")
     kmeans_sample: int = Field(100_000, ge=1, description="IVF: vectors the k-means is trained on")
+
+    @model_validator(mode="after")
+    def _check_pool_grids(self) -> "EmbeddingStage":
+        if any(g < 1 or g > 8 for g in self.pool_grids):
+            raise ValueError(f"embedding.pool_grids {self.pool_grids} must be grid sizes between 1 and 8")
+        if any(not 0.5 <= z <= 1.0 for z in self.zoom_views):
+            raise ValueError(f"embedding.zoom_views {self.zoom_views} must be fractions of the frame in [0.5, 1]")
+        if self.random_init and (self.backbone or self.checkpoint):
+            raise ValueError("embedding.random_init=true contradicts a checkpoint given in embedding.backbone or "
+                             "embedding.checkpoint: choose one")
+        if self.embedder == "backbone" and self.checkpoint:
+            raise ValueError("embedding.checkpoint is an open_clip state dict: set embedding.embedder=open_clip "
+                             "with it (--embedding-checkpoint does), or give our backbone as embedding.backbone")
+        if self.embedder == "open_clip" and self.backbone:
+            raise ValueError("embedding.backbone is our backbone's checkpoint: it needs embedding.embedder=backbone "
+                             "(allowed: backbone, open_clip)")
+        return self
+
+    def weights_problem(self) -> str | None:
+        """Why this stage cannot run as configured (no weights named and no explicit random_init), or None."""
+        if not self.enabled or self.random_init:
+            return None
+        if self.embedder == "backbone" and not self.backbone:
+            return ("embedding.backbone is not set: the embedding stage needs weights. Pass --embedding-backbone "
+                    "CKPT (a `humans-pretrain export` checkpoint; `humans` pretrains one before curating), or "
+                    "--embedding-checkpoint PATH for an open_clip model (embedding.embedder=open_clip), or "
+                    "--embedding-random-init for RANDOM weights (no semantics, tests only), or --set "
+                    "embedding.enabled=false")
+        if self.embedder == "open_clip" and not self.checkpoint:
+            return ("embedding.checkpoint is not set: embedding.embedder=open_clip needs an open_clip state dict "
+                    "(--embedding-checkpoint PATH; no weights can be downloaded here), or --embedding-random-init "
+                    "for RANDOM weights (no semantics, tests only)")
+        return None
+
+    def description(self) -> str:
+        """The embedder as every output names it ("RANDOM INIT" when the weights are random)."""
+        if self.embedder == "backbone":
+            if self.random_init:
+                return f"backbone {self.random_backbone} RANDOM INIT seed 0 (no checkpoint; no semantics)"
+            return f"backbone {self.backbone}"
+        if self.random_init and not self.checkpoint:
+            return f"open_clip {self.model} RANDOM INIT seed 0 (no checkpoint given; no semantics)"
+        return f"open_clip {self.model} from {self.checkpoint}"
 
 
 StageConfig = Annotated[Union[ResolutionStage, QualityStage, PersonStage, FramingStage, PhashStage,

@@ -64,7 +64,9 @@ SCALES: dict[str, dict[str, int]] = {
 # bits so that encoding (JPEG q85+, palette, CMYK) cannot bring two of them within 10
 MIN_DISTINCT_PHASH = 14
 NEAR_DUP_PHASH = 8  # near duplicates within this distance are for the phash stage, beyond it embedding
-NEAR_DUP_KINDS = ("reencode", "resize", "crop", "colour")
+# the first four usually stay within pHash reach; the last three (a reframed crop, a letterbox, a small
+# rotation) usually do not: they are the embedding stage's labelled near duplicates
+NEAR_DUP_KINDS = ("reencode", "resize", "crop", "colour", "reframe", "letterbox", "rotate")
 ONE_PERSON_PATCHES = tuple(p.name for p in assets.PERSON_PATCHES if p.n_persons == 1)
 # whole photos are stored at this scale (zidane.jpg carries 8x8 JPEG blocking at its own size)
 PHOTO_SCALE = {"zidane": 0.75}
@@ -340,6 +342,25 @@ class _Builder:
                     dx, dy = int(w * f), int(h * f)
                     out = np.ascontiguousarray(src[dy:h - dy, dx:w - dx])
                     how = f"cropped {f:.0%} from each side"
+                elif kind == "reframe":  # cropped harder on two sides, scaled back to the original size
+                    fx, fy = rng.uniform(0.08, 0.14, 2)
+                    x0 = int(w * fx) if rng.random() < 0.5 else 0
+                    y0 = int(h * fy) if rng.random() < 0.5 else 0
+                    sub = src[y0:y0 + h - int(h * fy), x0:x0 + w - int(w * fx)]
+                    out = compose.resize(np.ascontiguousarray(sub), (w, h))
+                    how = f"reframed ({fx:.0%} of the width and {fy:.0%} of the height cut), scaled back"
+                elif kind == "letterbox":  # bars added above and below, as a re-poster's template does
+                    bar = int(h * rng.uniform(0.08, 0.14))
+                    shade = int(rng.integers(0, 40)) if rng.random() < 0.7 else int(rng.integers(215, 256))
+                    out = np.full((h + 2 * bar, w, 3), shade, np.uint8)
+                    out[bar:bar + h] = src
+                    how = f"letterboxed ({bar} px bars of grey {shade})"
+                elif kind == "rotate":  # a small rotation, cropped to the rotated frame's interior
+                    angle = float(rng.uniform(3, 6)) * (1 if rng.random() < 0.5 else -1)
+                    rot = np.asarray(Image.fromarray(src).rotate(angle, resample=Image.BICUBIC))
+                    m = int(np.ceil(max(h, w) * np.sin(np.radians(abs(angle))))) + 2
+                    out = np.ascontiguousarray(rot[m:h - m, m:w - m])
+                    how = f"rotated {angle:+.1f} deg and cropped to its interior"
                 else:
                     gains = rng.uniform(0.88, 1.12, 3)
                     out = np.clip(src.astype(np.float32) * gains + rng.uniform(-12, 12), 0, 255).astype(np.uint8)

@@ -1,8 +1,8 @@
 """Up-front checks of a curation run, done before the output folder is made and before any Ray work.
 
 The config itself is validated at load (``curation.config``); here every file it names is checked:
-the embedding checkpoint exists, loads safely and fits the model strictly; the embedding
-architecture exists; the YOLO detector weights exist and are a regular ``.pt`` file. A failure is a
+the embedding stage has weights (our backbone, an open_clip checkpoint, or an explicit random_init),
+and its checkpoint exists, loads safely and fits the model strictly; the embedding architecture exists; the YOLO detector weights exist and are a regular ``.pt`` file. A failure is a
 ``ConfigError`` with one paragraph naming the file, what is wrong and what is expected, so a bad
 input costs seconds, not a run of stages 0-5 and a Ray traceback.
 """
@@ -36,6 +36,22 @@ def check_embedding_checkpoint(model: str, checkpoint: str, image_size: int | No
         _PASSED.add(key)
 
 
+def check_backbone_checkpoint(path: str) -> None:
+    """``path`` is a backbone checkpoint of ours (``humans-pretrain export``) that loads strictly."""
+    from humans.shared.backbone import load_backbone
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"embedding.backbone {path!r} (--embedding-backbone) does not exist or is not a file; "
+                          f"expected a `humans-pretrain export` checkpoint (.safetensors)")
+    try:
+        load_backbone(p)
+    except Exception as exc:  # noqa: BLE001 - every reason a file is not our checkpoint is the same user error
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ConfigError(f"embedding.backbone {path!r} (--embedding-backbone) was not loaded: {line}; expected a "
+                          f"`humans-pretrain export` checkpoint (.safetensors with its config)") from None
+
+
 def check_files(cfg: PipelineConfig) -> list[str]:
     """Check every path and checkpoint named in ``cfg``; returns what was checked (for the log)."""
     checked = []
@@ -53,10 +69,17 @@ def check_files(cfg: PipelineConfig) -> list[str]:
                               f"{p.suffix!r}; expected an ultralytics YOLO checkpoint (allowed: .pt)")
         checked.append(f"person.weights {p}")
     emb = cfg.stage("embedding")
-    if emb is not None:
+    if emb is not None and emb.enabled:
         from .stages import embedding as emb_stage
 
-        if emb.checkpoint:
+        why = emb.weights_problem()
+        if why:
+            raise ConfigError(why)
+        if emb.embedder == "backbone":
+            if emb.backbone:
+                check_backbone_checkpoint(emb.backbone)
+                checked.append(f"embedding.backbone {emb.backbone} (strict load)")
+        elif emb.checkpoint:
             check_embedding_checkpoint(emb.model, emb.checkpoint, emb.image_size)
             checked.append(f"embedding.checkpoint {emb.checkpoint} (strict load into {emb.model})")
         else:

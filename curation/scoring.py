@@ -7,7 +7,9 @@ the truth is the keys whose ``expected_reject_stage`` is S:
 - ``recall_reached`` counts only the truth items that reached S (not rejected by an earlier stage);
 - for the dedup stages (phash, embedding) which copy of a duplicate group is dropped is a choice
   (highest resolution, then largest file, then key), so within a ``dup_group`` a rejection counts
-  as correct up to the number of members that should be rejected at S (``min`` per group).
+  towards recall up to the number of members labelled for S (``min`` per group), and towards
+  precision up to the group's members that reached S less the one copy that stays: a duplicate the
+  pHash stage missed and the embedding stage removed is a correct removal, not a false one.
 
 The final kept set is also scored (precision / recall of "kept" against the items that should be
 kept, a kept copy standing in for its dropped original). ``by_category`` shows, for every stage,
@@ -49,18 +51,22 @@ def score_run(run_dir: str | Path, pool_dir: str | Path, json_path: str | Path |
     for s in SCORED_STAGES:
         rej = [k for k, st in rejected_at.items() if st == s]
         truth = [k for k, e in expected.items() if e == s]
+        reached_all = [k for k in expected if order.get(rejected_at.get(k, ""), 99) >= order[s]]
         if s in DEDUP_STAGES:
             tp = 0
             rej_g = Counter(group.get(k, "") for k in rej)
             truth_g = Counter(group.get(k, "") for k in truth)
+            surplus_g = Counter(group.get(k, "") for k in reached_all)
+            ok = 0
             for g, n in rej_g.items():
                 if g:
                     tp += min(n, truth_g.get(g, 0))
+                    ok += min(n, surplus_g[g] - 1)
         else:
-            tp = len(set(rej) & set(truth))
+            tp = ok = len(set(rej) & set(truth))
         reached = [k for k in truth if order.get(rejected_at.get(k, ""), 99) >= order[s]]
         stages[s] = {"rejected": len(rej), "expected": len(truth), "correct": tp,
-                     "precision": _ratio(tp, len(rej)), "recall": _ratio(tp, len(truth)),
+                     "precision": _ratio(ok, len(rej)), "recall": _ratio(tp, len(truth)),
                      "recall_reached": _ratio(min(tp, len(reached)), len(reached)),
                      "by_category": dict(Counter(category.get(k, "?") for k in rej))}
     try:

@@ -41,6 +41,7 @@ class Preset:
     unlabelled_size: int
     pretrain_steps: int
     pretrain_batch: int
+    embedder_steps: int         # the curation embedder's cl run (on the unlabelled humans, before curation)
     global_size: int
     local_size: int
     n_local: int
@@ -57,19 +58,19 @@ class Preset:
 
 
 _STUDY = dict(pool_scale="demo", model="study-s8", unlabelled_count=1500, unlabelled_size=96, pretrain_steps=200,
-              pretrain_batch=32, global_size=64, local_size=32, n_local=2, prototypes=1024, synth_count=240,
+              pretrain_batch=32, embedder_steps=200, global_size=64, local_size=32, n_local=2, prototypes=1024, synth_count=240,
               synth_size=128, probe_size="128x96", head_epochs=5, head_size="128x96",
               extra_pretrain=["--warmup-steps", "20", "--lr", "2e-3", "--num-workers", "1"])
 PRESETS = {
     "demo": Preset(**_STUDY),
     "study": Preset(**{**_STUDY, "seeds": (0, 1, 2)}),
     "study-gpu": Preset(**{**_STUDY, "model": "study-m8", "unlabelled_count": 20000, "unlabelled_size": 128,
-                           "pretrain_steps": 3000, "pretrain_batch": 128, "global_size": 96, "local_size": 48,
+                           "pretrain_steps": 3000, "pretrain_batch": 128, "embedder_steps": 1000, "global_size": 96, "local_size": 48,
                            "n_local": 4, "prototypes": 4096, "synth_count": 1000, "head_epochs": 20,
                            "seeds": (0, 1, 2), "threads": 8, "device": "cuda",
                            "extra_pretrain": ["--warmup-steps", "200", "--lr", "1e-3", "--num-workers", "6"]}),
     "tiny": Preset(pool_scale="small", model="study-s8", unlabelled_count=48, unlabelled_size=64, pretrain_steps=6,
-                   pretrain_batch=4, global_size=32, local_size=16, n_local=2, prototypes=256, synth_count=24,
+                   pretrain_batch=4, embedder_steps=4, global_size=32, local_size=16, n_local=2, prototypes=256, synth_count=24,
                    synth_size=96, probe_size="64x48", head_epochs=1, head_size="64x48",
                    extra_pretrain=["--warmup-steps", "2", "--log-every", "1", "--num-workers", "0"]),
 }
@@ -112,9 +113,14 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
     pool, shards, report = out / "pool", out / "shards", out / "report"
     run(py("-m", "humans.curation", "demo-pool", "--out", str(pool), "--scale", p.pool_scale),
         pool / "labels.parquet", "1. demo web pool")
+    unlabelled = out / "unlabelled"
+    run(py("-m", "humans.shared.synth", "--out", str(unlabelled), "--images-only", "--count",
+           str(p.unlabelled_count), "--size", str(p.unlabelled_size), "--seed", "1000", "--threads", str(p.threads)),
+        unlabelled / "manifest.json", "1b. unlabelled synthetic humans for pretraining (no labels)")
+    embedder = pretrain_embedder(out, p, unlabelled)
     run(py("-m", "humans.curation", "run", "--pipeline", "humans", "--input", str(pool / "images"),
-           "--out", str(shards), "--threads", str(p.threads)),
-        shards / "manifest.json", "2. six curation stages on a local Ray instance")
+           "--out", str(shards), "--threads", str(p.threads), "--embedding-backbone", str(embedder)),
+        shards / "manifest.json", "2. six curation stages on a local Ray instance (embedding dedup: our backbone)")
     run(py("-m", "humans.curation", "score", str(shards), "--pool", str(pool), "--json", str(out / "scores.json")),
         out / "scores.json", "2b. score every stage against the pool's labels")
     run(py("-m", "humans.curation", "report", str(shards), "--out", str(report)),
@@ -129,10 +135,6 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
             raise SystemExit(f"[main-job] shard verification failed:\n{proc.stdout}{proc.stderr}")
         verify_log.write_text(proc.stdout + proc.stderr)
 
-    unlabelled = out / "unlabelled"
-    run(py("-m", "humans.shared.synth", "--out", str(unlabelled), "--images-only", "--count",
-           str(p.unlabelled_count), "--size", str(p.unlabelled_size), "--seed", "1000", "--threads", str(p.threads)),
-        unlabelled / "manifest.json", "4a. unlabelled synthetic humans for pretraining (no labels)")
     data = out / "synth"
     run(py("-m", "humans.shared.synth", "--out", str(data), "--count", str(p.synth_count), "--size", str(p.synth_size),
            "--threads", str(p.threads)), data / "meta.json", "5. labelled synthetic humans (probes and heads only)")
@@ -179,6 +181,27 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
             out / "predictions" / task, f"6d. {task} predictions and overlays")
     return {"pool": pool, "shards": shards, "report": report, "probe_json": probe_jsons[p.seeds[0]], "data": data,
             "study_json": study_json, "pictures": pictures}
+
+
+# The embedder's views are those of copy detection, not of semantics: no mirroring (a mirrored photo is
+# another image), mild crops only (a re-framed copy is the same image, a different person in the same
+# scene is not).
+EMBEDDER_VIEWS = ["--set", "views.hflip_p=0", "--set", "views.global_scale=[0.6,1.0]",
+                  "--set", "views.local_scale=[0.25,0.6]"]
+
+
+def pretrain_embedder(out: Path, p: Preset, unlabelled: Path) -> Path:
+    """The curation embedder: a brief self-distillation (cl) run on the unlabelled synthetic humans,
+    exported; the embedding dedup stage retrieves near duplicates with it (no random weights)."""
+    run_dir, ckpt = out / "pretrain" / "embedder", out / "backbones" / "embedder.safetensors"
+    run(py("-m", "humans.pretrain", "train", "--model", p.model, "--shards", str(unlabelled), "--objective", "cl",
+           "--steps", str(p.embedder_steps), "--batch-size", str(p.pretrain_batch), "--global-size",
+           str(p.global_size), "--local-size", str(p.local_size), "--n-local", str(p.n_local), "--prototypes",
+           str(p.prototypes), "--seed", "0", "--threads", str(p.threads), "--device", p.device, "--out", str(run_dir),
+           "--resume", *p.extra_pretrain, *EMBEDDER_VIEWS),
+        run_dir / "ckpt" / f"step_{p.embedder_steps:08d}.pt", f"1c. pretrain the curation embedder ({p.model}, cl)")
+    run(py("-m", "humans.pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, "1d. export the embedder")
+    return ckpt
 
 
 def pretrain_arms(out: Path, p: Preset, shards: Path, unlabelled: Path, seed: int) -> dict[str, Path]:

@@ -1,10 +1,22 @@
-"""Stage 6: embedding dedup: open_clip image embeddings, faiss near-duplicate search, clusters
-resolved to one representative.
+"""Stage 6: embedding dedup: image embeddings, near-duplicate search, clusters resolved to one
+representative.
 
-The model is an open_clip architecture loaded from a user checkpoint (``checkpoint``); without one
-it is RANDOMLY INITIALISED (no pretrained weights can be downloaded here). A random ViT still maps
-near-identical pixels to near-identical vectors, which is what near-duplicate detection needs, but it
-carries no semantics: that is said in the logs, ``run.json`` and every sample's metadata.
+Embedders (``build_embedder``):
+
+- ``BackboneEmbedder`` (the default): our own self-supervised backbone, a ``humans-pretrain export``
+  checkpoint (as DINOv2's curation retrieved with its own self-supervised model). The vector is the
+  last block's patch features average-pooled on a 1x1 and a 2x2 grid (``pool_grids``), each part
+  L2-normalised: the 2x2 cells keep the layout, so two photos of one person on one background in
+  different places stay apart, while a re-framed or rotated copy stays close. Each image is embedded
+  as several centre crops (``zoom_views``, e.g. the whole frame and its central 88 %): a pair is a
+  duplicate when any of its views match, so a copy cut closer than its original meets it.
+- ``OpenClipEmbedder``: an open_clip image tower from a user checkpoint, loaded strictly.
+- Random weights only with ``random_init`` (tests), and then "RANDOM INIT" is in every description.
+
+Before the search the vectors are PCA-whitened (``fit_whitening``: mean, top ``whiten_dims``
+directions of the pool's own vectors, eigenvalues shrunk towards their mean) and re-normalised, as
+instance retrieval does: directions every image shares ("a person in the middle") stop dominating
+the cosine. The whitening is fitted on the vectors searched (flat) or the k-means sample (IVF).
 
 Search has two paths, chosen by pool size:
 
@@ -245,7 +257,7 @@ def check_checkpoint(model: str, checkpoint: str, image_size: int | None = None)
     load_strict(net, state, checkpoint, model, assign=True)
 
 
-class Embedder:
+class OpenClipEmbedder:
     """An open_clip image tower; ``embed`` returns L2-normalised float32 vectors."""
 
     def __init__(self, model: str, checkpoint: str | None = None, image_size: int | None = None,
@@ -267,6 +279,8 @@ class Embedder:
                             if self.random_init else f"open_clip {model} from {checkpoint}")
         self.net = net.eval().to(device)
         self.device = device
+        self.dim = int(net.visual.output_dim)
+        self.views_per_image = 1
         cfg = getattr(net.visual, "preprocess_cfg", {}) or {}
         size = net.visual.image_size
         self.size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -275,26 +289,132 @@ class Embedder:
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """Resize the short side to the model size, centre crop, normalise; CHW float32."""
-        import cv2
-
-        h, w = rgb.shape[:2]
-        s = self.size / min(h, w)
-        nh, nw = max(self.size, round(h * s)), max(self.size, round(w * s))
-        im = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
-        y0, x0 = (nh - self.size) // 2, (nw - self.size) // 2
-        im = im[y0:y0 + self.size, x0:x0 + self.size].astype(np.float32) / 255.0
-        return ((im - self.mean) / self.std).transpose(2, 0, 1)
+        return _centre_square(rgb, self.size, self.mean, self.std)
 
     def embed(self, images: list[np.ndarray]) -> np.ndarray:
         import torch
 
         if not images:
-            return np.zeros((0, self.net.visual.output_dim), np.float32)
+            return np.zeros((0, self.dim), np.float32)
         x = torch.from_numpy(np.stack([self.preprocess(im) for im in images])).to(self.device)
         with torch.inference_mode():
             y = self.net.encode_image(x).float()
         y = torch.nn.functional.normalize(y, dim=-1)
         return y.cpu().numpy().astype(np.float32)
+
+
+def _centre_square(rgb: np.ndarray, size: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Resize the short side to ``size``, centre crop, normalise; CHW float32."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    im = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+    y0, x0 = (nh - size) // 2, (nw - size) // 2
+    im = im[y0:y0 + size, x0:x0 + size].astype(np.float32) / 255.0
+    return ((im - mean) / std).transpose(2, 0, 1)
+
+
+def _zoom(rgb: np.ndarray, keep: float) -> np.ndarray:
+    """The centre of ``rgb`` keeping ``keep`` of its width and height."""
+    if keep >= 1.0:
+        return rgb
+    h, w = rgb.shape[:2]
+    dy, dx = int(h * (1 - keep) / 2), int(w * (1 - keep) / 2)
+    return np.ascontiguousarray(rgb[dy:h - dy, dx:w - dx])
+
+
+class BackboneEmbedder:
+    """Our own backbone (``humans.shared.backbone``): the last block's features pooled on ``grids``."""
+
+    MEAN = np.array((0.485, 0.456, 0.406), np.float32)  # the normalisation pretraining uses
+    STD = np.array((0.229, 0.224, 0.225), np.float32)
+
+    def __init__(self, checkpoint: str | None, image_size: int | None = None, grids: tuple[int, ...] = (1, 2),
+                 threads: int = 1, device: str = "cpu", random_config: str = "study-s8", seed: int = 0,
+                 zoom_views: tuple[float, ...] = (1.0,)):
+        import torch
+
+        from humans.shared.backbone import build_backbone, load_backbone
+
+        torch.set_num_threads(max(1, threads))
+        if checkpoint:
+            net = load_backbone(checkpoint, device=device)
+            self.description = f"backbone {checkpoint}"
+        else:
+            with torch.random.fork_rng(devices=[]):  # the same random network in every actor and rerun
+                torch.manual_seed(seed)
+                net = build_backbone(random_config)
+            self.description = f"backbone {random_config} RANDOM INIT seed {seed} (no checkpoint; no semantics)"
+        self.random_init = checkpoint is None
+        self.net = net.eval().to(device)
+        self.device = device
+        self.size = int(image_size or 96)
+        self.grids = tuple(grids)
+        self.layer = len(self.net.blocks) - 1
+        self.dim = int(self.net.config.embed_dim) * sum(g * g for g in self.grids)
+        self.zoom_views = tuple(zoom_views)
+        self.views_per_image = len(self.zoom_views)
+
+    def embed(self, images: list[np.ndarray]) -> np.ndarray:
+        """``[len(images) * views_per_image, dim]`` unit vectors, image-major (image 0's views first)."""
+        import torch
+        import torch.nn.functional as F
+
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        x = np.stack([_centre_square(_zoom(im, z), self.size, self.MEAN, self.STD)
+                      for im in images for z in self.zoom_views])
+        with torch.inference_mode():
+            f = self.net.forward_features(torch.from_numpy(x).to(self.device), [self.layer])[0].float()
+            parts = [F.normalize(F.adaptive_avg_pool2d(f, g).flatten(1), dim=1) for g in self.grids]
+            y = F.normalize(torch.cat(parts, 1), dim=1)
+        return y.cpu().numpy().astype(np.float32)
+
+
+def build_embedder(st, threads: int = 1, device: str = "cpu"):
+    """The embedder an ``EmbeddingStage`` config names (see the module docstring)."""
+    from humans.shared.config import ConfigError as _ConfigError
+
+    why = st.weights_problem()
+    if why:
+        raise _ConfigError(why)
+    if st.embedder == "backbone":
+        return BackboneEmbedder(st.backbone, st.image_size, tuple(st.pool_grids), threads=threads, device=device,
+                                random_config=st.random_backbone, zoom_views=tuple(st.zoom_views))
+    return OpenClipEmbedder(st.model, st.checkpoint, st.image_size, threads=threads, device=device)
+
+
+class Whitening:
+    """PCA whitening fitted on a set of unit vectors: ``apply`` centres, projects on the top ``dims``
+    directions scaled by ``1 / sqrt(eigenvalue + shrink * mean eigenvalue)`` and re-normalises."""
+
+    def __init__(self, mean: np.ndarray, proj: np.ndarray):
+        self.mean, self.proj = mean.astype(np.float32), proj.astype(np.float32)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        if not len(x):
+            return np.zeros((0, self.proj.shape[1]), np.float32)
+        y = (x - self.mean) @ self.proj
+        return (y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def fit_whitening(x: np.ndarray, dims: int, shrink: float = 1.0) -> Whitening | None:
+    """The whitening of ``x``'s top principal directions: ``dims`` of them, or ``len(x) // 4`` when
+    there are fewer than ``4 * dims`` vectors (no more directions than the pool can estimate); None
+    when ``dims`` is 0 or fewer than 2 directions can be estimated."""
+    dims = min(dims, len(x) // 4, x.shape[1] - 1) if x.ndim == 2 else 0
+    if dims < 2:
+        return None
+    x = x.astype(np.float64)
+    mean = x.mean(axis=0)
+    cov = np.cov(x - mean, rowvar=False, bias=True)
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1][:dims]
+    vals, vecs = np.maximum(vals[order], 0.0), vecs[:, order]
+    scale = 1.0 / np.sqrt(vals + shrink * vals.mean() + 1e-12)
+    return Whitening(mean, vecs * scale[None, :])
 
 
 _TILE = 4096  # rows x columns of one similarity tile (64 MiB of float32)

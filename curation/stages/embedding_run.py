@@ -1,6 +1,6 @@
 """Stage 6 on Ray, embedding grouping: embedding actors write ``work/emb/TASK.npz`` per pool task
-(skipped when there), then near-duplicate search over all vectors with the one implementation in
-``stages.embedding``: exact (``flat_edges``) below ``ivf_threshold`` vectors, else IVF: centroids
+(skipped when there), then near-duplicate search over all vectors (PCA-whitened, ``fit_whitening``)
+with the one implementation in ``stages.embedding``: exact (``flat_edges``) below ``ivf_threshold`` vectors, else IVF: centroids
 trained on a sample (``train_centroids``), every vector assigned to its ``nprobe`` lists
 (``assign_partitions``, map tasks), lists spread over ``partitions`` reduce tasks that each run
 ``partitioned_edges`` on their lists. Clusters keep one representative; decisions per pool task.
@@ -46,8 +46,7 @@ class EmbedWorker:
         st = cfg.stage("embedding")
         self.cfg = cfg
         self.batch = st.resources.batch_size
-        self.embedder = emb_stage.Embedder(st.model, st.checkpoint, st.image_size, threads=threads,
-                                           device=assigned_device(st.resources.num_gpus))
+        self.embedder = emb_stage.build_embedder(st, threads=threads, device=assigned_device(st.resources.num_gpus))
 
     def description(self) -> str:
         return self.embedder.description
@@ -63,23 +62,36 @@ class EmbedWorker:
         for b0 in range(0, len(idx), self.batch):
             ims = [decode_rgb(t["data"][i], t["key"][i]) for i in idx[b0:b0 + self.batch]]
             vecs.append(self.embedder.embed(ims))
-        dim = self.embedder.net.visual.output_dim
-        x = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
+        x = np.concatenate(vecs) if vecs else np.zeros((0, self.embedder.dim), np.float32)
+        v = self.embedder.views_per_image  # rows per image: a key appears once per view
         buf = io.BytesIO()
-        np.savez(buf, keys=np.array([t["key"][i] for i in idx], dtype=object).astype(str), vecs=x,
-                 pixels=np.array([t["width"][i] * t["height"][i] for i in idx], np.int64),
-                 nbytes=np.array([t["file_bytes"][i] for i in idx], np.int64))
+        np.savez(buf, keys=np.repeat(np.array([t["key"][i] for i in idx], dtype=object).astype(str), v), vecs=x,
+                 pixels=np.repeat(np.array([t["width"][i] * t["height"][i] for i in idx], np.int64), v),
+                 nbytes=np.repeat(np.array([t["file_bytes"][i] for i in idx], np.int64), v))
         storage.write_bytes(emb_path(run_dir, task_id), buf.getvalue())
         return len(idx)
 
 
+def _key_edges(keys: list[str], found) -> list[tuple[str, str, float]]:
+    """Vector-pair edges as key-pair edges: views of one image are not pairs; a key pair met by several
+    view pairs appears once, with its highest similarity."""
+    best: dict[tuple[str, str], float] = {}
+    for i, j, s in found:
+        a, b = keys[i], keys[j]
+        if a != b:
+            pair = (a, b) if a < b else (b, a)
+            best[pair] = max(best.get(pair, s), s)
+    return [(a, b, s) for (a, b), s in best.items()]
+
+
 def load_emb(path: str):
-    """(keys, vectors, pixels, bytes) of one ``work/emb/TASK.npz``."""
+    """(keys, vectors, pixels, bytes) of one ``work/emb/TASK.npz`` (a key once per view of its image)."""
     z = np.load(io.BytesIO(storage.read_bytes(path)))
     return list(z["keys"]), z["vecs"].astype(np.float32), z["pixels"], z["nbytes"]
 
 
-def _flat(threshold: float, *paths):
+def _flat(threshold: float, whiten: tuple[int, float], *paths):
+    """Exact search over every vector, whitened with a whitening fitted on them all (when enough)."""
     keys, xs, attrs = [], [], {}
     for p in paths:
         k, x, px, nb = load_emb(p)
@@ -87,8 +99,11 @@ def _flat(threshold: float, *paths):
         xs.append(x)
         attrs.update({kk: (int(a), int(b), kk) for kk, a, b in zip(k, px, nb)})
     x = np.concatenate(xs) if xs else np.zeros((0, 1), np.float32)
-    edges = [(keys[i], keys[j], s) for i, j, s in emb_stage.flat_edges(x, threshold)]
-    return edges, {k: attrs[k] for e in edges for k in e[:2]}
+    w = emb_stage.fit_whitening(x, *whiten)
+    if w is not None:
+        x = w.apply(x)
+    edges = _key_edges(keys, emb_stage.flat_edges(x, threshold))
+    return edges, {k: attrs[k] for e in edges for k in e[:2]}, (0 if w is None else w.proj.shape[1])
 
 
 def _sample(n_per_file: int, seed: int, *paths):
@@ -101,9 +116,12 @@ def _sample(n_per_file: int, seed: int, *paths):
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
-def _assign(path: str, centroids: np.ndarray, nprobe: int, partitions: int):
-    """Map: this task's vectors with their ``nprobe`` lists, sent to the partitions owning a list."""
+def _assign(path: str, centroids: np.ndarray, nprobe: int, partitions: int, whitening=None):
+    """Map: this task's vectors (whitened when ``whitening``) with their ``nprobe`` lists, sent to the
+    partitions owning a list."""
     keys, x, px, nb = load_emb(path)
+    if whitening is not None:
+        x = whitening.apply(x)
     lists = emb_stage.assign_partitions(x, centroids, nprobe) if len(x) else np.zeros((0, nprobe), np.int64)
     parts = []
     for p in range(partitions):
@@ -125,13 +143,13 @@ def _reduce(threshold: float, partition: int, partitions: int, *parts):
     # member: partitioned_edges finds no pair there, so each pair is searched by exactly one partition
     mine = (lists >= 0) & (lists % partitions == partition)
     lists = np.where(mine, lists, -1 - np.arange(lists.size).reshape(lists.shape))
-    edges = [(keys[i], keys[j], s) for i, j, s in emb_stage.partitioned_edges(x, lists, threshold)]
+    edges = _key_edges(keys, emb_stage.partitioned_edges(x, lists, threshold))
     attr_of = dict(zip(keys, [a for p in parts for a in p["attr"]]))
     return edges, {k: attr_of[k] for e in edges for k in e[:2]}
 
 
 def _decide(run_dir: str, task_id: str, clusters: dict, best: dict, model: str) -> int:
-    keys = [str(k) for k in load_emb(emb_path(run_dir, task_id))[0]]
+    keys = list(dict.fromkeys(str(k) for k in load_emb(emb_path(run_dir, task_id))[0]))  # one row per image
     t = storage.read_parquet(staged_path(run_dir, task_id), columns=["key", "source"]).to_pydict()
     source = dict(zip(t["key"], t["source"]))
     rows = []
@@ -153,8 +171,7 @@ def embed_tasks(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total_cpus
     res = st.resources
     pending = [t for t in tasks if not storage.is_file(emb_path(out, t.task_id))]
     if not pending:
-        return (f"open_clip {st.model} RANDOM INIT seed 0 (no checkpoint given; no semantics)"
-                if not st.checkpoint else f"open_clip {st.model} from {st.checkpoint}")
+        return st.description()
     n_act, act_cpus = fit_actors(res.concurrency, res.num_cpus, total_cpus, 0.0)
     Worker = ray.remote(EmbedWorker).options(**options(act_cpus, res.num_gpus))
     actors = [Worker.remote(cfg, max(1, int(act_cpus))) for _ in range(n_act)]
@@ -162,9 +179,9 @@ def embed_tasks(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total_cpus
     log.info("stage 6 embedding: %d actor(s), model %s, %d tasks to embed (%d done before)",
              n_act, description, len(pending), len(tasks) - len(pending))
     if "RANDOM INIT" in description:
-        log.warning("stage 6 embedding: the embedding model is RANDOMLY INITIALISED (no checkpoint "
-                    "given): near-duplicates are found from pixel-level similarity only; pass "
-                    "--embedding-checkpoint for a trained open_clip model")
+        log.warning("stage 6 embedding: the embedding model is RANDOMLY INITIALISED (embedding.random_init): "
+                    "near-duplicates are found from pixel-level similarity only; pass --embedding-backbone "
+                    "for our pretrained backbone or --embedding-checkpoint for an open_clip model")
     refs = [actors[i % n_act].process.remote(out, t.task_id) for i, t in enumerate(pending)]
     try:
         for _ in progress((ray.get(r) for r in refs), desc="stage 6 embed", total=len(refs), unit="task"):
@@ -182,17 +199,21 @@ def search_edges(paths: list[str], cfg: PipelineConfig) -> tuple[list, dict, dic
     st = cfg.stage("embedding")
     res = st.resources
     n = sum(len(load_emb(p)[0]) for p in paths)
+    whiten = (st.whiten_dims, st.whiten_shrink)
     if n < st.ivf_threshold:
-        edges, attrs = ray.get(remote(_flat, res, gpu=False).remote(st.threshold, *paths))
-        return edges, attrs, {"index": "flat", "vectors": n}
+        edges, attrs, dims = ray.get(remote(_flat, res, gpu=False).remote(st.threshold, whiten, *paths))
+        return edges, attrs, {"index": "flat", "vectors": n, "whitening_dims": dims}
     nlist = st.nlist or emb_stage.default_nlist(n)
     per_file = max(1, st.kmeans_sample // max(1, len(paths)))
     sample = ray.get(remote(_sample, res, gpu=False).remote(per_file, 0, *paths))
+    whitening = emb_stage.fit_whitening(sample, *whiten)
+    if whitening is not None:
+        sample = whitening.apply(sample)
     centroids = emb_stage.train_centroids(sample, nlist)
-    cref = ray.put(centroids)
+    cref, wref = ray.put(centroids), ray.put(whitening)
     P = st.partitions
     assign = remote(_assign, res, gpu=False, num_returns=P)
-    maps = [assign.remote(p, cref, st.nprobe, P) for p in paths]
+    maps = [assign.remote(p, cref, st.nprobe, P, wref) for p in paths]
     if P == 1:
         maps = [[m] for m in maps]
     red = remote(_reduce, res, gpu=False)
@@ -202,7 +223,7 @@ def search_edges(paths: list[str], cfg: PipelineConfig) -> tuple[list, dict, dic
         edges.extend(e)
         attrs.update(a)
     return edges, attrs, {"index": "ivf", "vectors": n, "nlist": int(len(centroids)), "nprobe": st.nprobe,
-                          "partitions": P}
+                          "partitions": P, "whitening_dims": 0 if whitening is None else whitening.proj.shape[1]}
 
 
 def group_embeddings(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total_cpus: float) -> dict:

@@ -27,7 +27,28 @@ def test_shipped_pipelines_load_with_all_six_stages_in_order():
         assert [s.name for s in cfg.stages] == list(STAGE_ORDER)
         for s in cfg.stages:
             assert s.resources.num_cpus >= 0 and s.resources.batch_size >= 1 and s.resources.concurrency >= 1
-    assert load_pipeline("humans").stage("embedding").checkpoint is None  # random init, stated in outputs
+    emb = load_pipeline("humans").stage("embedding")
+    assert emb.embedder == "backbone" and emb.backbone is None and not emb.random_init
+    assert "--embedding-backbone" in emb.weights_problem()  # no weights named: refused, never random
+    assert load_pipeline("humans-test").stage("embedding").random_init  # tests say so explicitly
+
+
+def test_embedding_weights_are_required_and_contradictions_named(tmp_path):
+    from humans.curation.preflight import check_files
+
+    with pytest.raises(ConfigError, match="embedding.backbone is not set"):
+        check_files(load_pipeline("humans"))
+    with pytest.raises(ConfigError, match="open_clip needs an open_clip state dict"):
+        check_files(load_pipeline("humans", overrides={"embedding.embedder": "open_clip"}))
+    with pytest.raises(ConfigError, match="random_init=true contradicts"):
+        load_pipeline("humans", overrides={"embedding.random_init": True, "embedding.backbone": "x.safetensors"})
+    with pytest.raises(ConfigError, match="embedding.embedder=open_clip"):
+        load_pipeline("humans", overrides={"embedding.checkpoint": "x.pt"})
+    bad = tmp_path / "bb.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="embedding.backbone .* was not loaded"):
+        check_files(load_pipeline("humans", overrides={"embedding.backbone": str(bad)}))
+    assert check_files(load_pipeline("humans", overrides={"embedding.enabled": False})) == []
 
 
 def test_unknown_stage_name_lists_the_allowed_names(tmp_path):

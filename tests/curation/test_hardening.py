@@ -73,7 +73,7 @@ def _tiny_pool(tmp_path):
 
 def test_missing_input_leaves_no_output_folder(tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["run", "--input", str(tmp_path / "nope"), "--output", str(out)])
+    code = main(["run", "--input", str(tmp_path / "nope"), "--output", str(out), "--embedding-random-init"])
     assert code == 2 and "not found" in capsys.readouterr().err
     assert not out.exists()
 
@@ -81,10 +81,16 @@ def test_missing_input_leaves_no_output_folder(tmp_path, capsys):
 def test_other_named_files_and_models_are_checked_up_front(tmp_path, capsys):
     pool = _tiny_pool(tmp_path)
     (tmp_path / "yolo.onnx").write_bytes(b"x")
-    cases = {("--detector-weights", str(tmp_path / "nope.pt")): "person.weights",
-             ("--detector-weights", str(tmp_path)): "not a regular file",
-             ("--detector-weights", str(tmp_path / "yolo.onnx")): "allowed: .pt",
-             ("--set", "embedding.model=ViT-B-3"): "'ViT-B-3' is not an open_clip architecture (e.g. ViT-B-16"}
+    (tmp_path / "bb.safetensors").write_bytes(b"x" * 64)
+    rnd = ("--embedding-random-init",)
+    cases = {("--detector-weights", str(tmp_path / "nope.pt"), *rnd): "person.weights",
+             ("--detector-weights", str(tmp_path), *rnd): "not a regular file",
+             ("--detector-weights", str(tmp_path / "yolo.onnx"), *rnd): "allowed: .pt",
+             ("--set", "embedding.embedder=open_clip", "--set", "embedding.model=ViT-B-3", *rnd):
+                 "'ViT-B-3' is not an open_clip architecture (e.g. ViT-B-16",
+             (): "embedding.backbone is not set: the embedding stage needs weights",  # never random by default
+             ("--embedding-backbone", str(tmp_path / "nope.safetensors")): "does not exist or is not a file",
+             ("--embedding-backbone", str(tmp_path / "bb.safetensors")): "was not loaded"}
     for args, expected in cases.items():
         out = tmp_path / "out"
         code = main(["run", "--input", str(pool), "--output", str(out), *args])

@@ -121,7 +121,9 @@ FLOORS = {
     "framing": (0.75, None),    # [1.00, 0.75 (0.50)] R counts the small people the detector never
                                 # saw (gone at the person stage); recall over reached items below
     "phash": (0.9, 0.9),        # [1.00, 1.00]
-    "embedding": (0.5, 1.0),    # [1.00, 1.00] one labelled crop duplicate; random-init embedder
+    "embedding": (0.5, 0.75),   # [0.80, 1.00] four labelled near duplicates beyond pHash reach (a crop, a
+                                # re-framed, a letterboxed and a rotated copy); random-init embedder, 22
+                                # whitened dims: the trained embedder's figures are in RESULTS.md
 }
 
 

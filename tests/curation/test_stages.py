@@ -104,8 +104,36 @@ def test_faiss_flat_and_ivf_paths_agree_on_near_duplicates():
     assert got <= truth and len(got) >= 0.97 * len(truth)
 
 
-def test_random_init_embedder_is_stated_and_sees_near_duplicates():
-    e = embedding.Embedder("ViT-S-32", None, image_size=64, threads=2)  # small arch: fast to build
+def test_random_init_backbone_embedder_is_stated_and_keeps_layout():
+    e = embedding.BackboneEmbedder(None, image_size=64, grids=(1, 2), threads=2, random_config="study-s8")
+    assert e.random_init and "RANDOM INIT" in e.description and e.dim == 128 * 5
+    rgb = _photo()
+    from skimage import data
+
+    crop = rgb[10:-10, 10:-10]
+    v = e.embed([rgb, crop, data.chelsea(), rgb[:, ::-1]])
+    assert v.shape == (4, 640) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
+    assert v[0] @ v[1] > v[0] @ v[2]
+    assert v[0] @ v[1] > v[0] @ v[3]  # the 2x2 cells see a mirror image as a different layout
+
+
+def test_whitening_removes_the_shared_direction_and_adapts_to_small_pools():
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=64)
+    x = common * 3 + rng.normal(size=(400, 64))  # every vector shares one strong direction
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    raw = x[:200] @ x[200:].T
+    w = embedding.fit_whitening(x, 32, 1.0)
+    y = w.apply(x)
+    white = y[:200] @ y[200:].T
+    assert raw.mean() > 0.8 and abs(white.mean()) < 0.05  # unrelated vectors: cosine ~0 once whitened
+    assert np.allclose(np.linalg.norm(y, axis=1), 1, atol=1e-5) and y.shape == (400, 32)
+    assert embedding.fit_whitening(x[:40], 32).proj.shape[1] == 10  # n // 4 directions for 40 vectors
+    assert embedding.fit_whitening(x[:7], 32) is None and embedding.fit_whitening(x, 0) is None
+
+
+def test_random_init_open_clip_embedder_is_stated_and_sees_near_duplicates():
+    e = embedding.OpenClipEmbedder("ViT-S-32", None, image_size=64, threads=2)  # small arch: fast to build
     assert e.random_init and "RANDOM INIT" in e.description
     rgb = _photo()
     from skimage import data

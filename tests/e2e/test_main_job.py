@@ -42,6 +42,9 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
     stats = json.loads((out / "report" / "stats.json").read_text())
     assert str(n_index) in json.dumps(stats)
     assert (out / "verify.txt").read_text().startswith(f"OK: {len(manifest['shards'])} shards, {n_index} samples")
+    # the embedding dedup ran with the embedder the job pretrained first, never with random weights
+    emb_model = json.loads((out / "shards" / "run.json").read_text())["embedding"]["model"]
+    assert emb_model == f"backbone {out / 'backbones' / 'embedder.safetensors'}" and "RANDOM" not in emb_model
 
     # pretrain -> export: three objectives trained on those shards, each exported and loadable
     from humans.shared.backbone import load_backbone
