@@ -42,9 +42,13 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
     stats = json.loads((out / "report" / "stats.json").read_text())
     assert str(n_index) in json.dumps(stats)
     assert (out / "verify.txt").read_text().startswith(f"OK: {len(manifest['shards'])} shards, {n_index} samples")
-    # the embedding dedup ran with the embedder the job pretrained first, never with random weights
-    emb_model = json.loads((out / "shards" / "run.json").read_text())["embedding"]["model"]
-    assert emb_model == f"backbone {out / 'backbones' / 'embedder.safetensors'}" and "RANDOM" not in emb_model
+    # the curation embedder is pretrained and exported before curation (the copied shards come from the
+    # session's random-init `humans-test` run, so the job's own curation step is skipped here)
+    assert "start 1c. pretrain the curation embedder" in log and "done  1d. export the embedder" in log
+    from humans.shared.backbone import load_backbone
+
+    assert load_backbone(out / "backbones" / "embedder.safetensors").config.name == "study-s8"
+    assert log.index("1d. export the embedder") < log.index("2. six curation stages")
 
     # pretrain -> export: three objectives trained on those shards, each exported and loadable
     from humans.shared.backbone import load_backbone
