@@ -123,11 +123,12 @@ def _assign(path: str, centroids: np.ndarray, nprobe: int, partitions: int, whit
     if whitening is not None:
         x = whitening.apply(x)
     lists = emb_stage.assign_partitions(x, centroids, nprobe) if len(x) else np.zeros((0, nprobe), np.int64)
+    owner = np.where(lists >= 0, lists % partitions, -1)  # the partition owning each of a vector's lists
     parts = []
     for p in range(partitions):
-        sel = [i for i in range(len(keys)) if any(l >= 0 and int(l) % partitions == p for l in lists[i])]
+        sel = np.nonzero((owner == p).any(axis=1))[0]
         parts.append({"key": [keys[i] for i in sel], "lists": lists[sel].astype(np.int64),
-                      "vec": x[sel] if sel else np.zeros((0, x.shape[1] if x.ndim == 2 else 1), np.float32),
+                      "vec": x[sel] if len(sel) else np.zeros((0, x.shape[1] if x.ndim == 2 else 1), np.float32),
                       "attr": [(int(px[i]), int(nb[i]), keys[i]) for i in sel]})
     return parts[0] if partitions == 1 else tuple(parts)
 
