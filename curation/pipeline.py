@@ -148,6 +148,9 @@ def run_pipeline(pool: str, out: str, pipeline: str = "humans", config_path: str
     # Everything the run needs is checked before the output folder is made and before Ray starts:
     # the config (at load), the pool (planning), every file the config names (preflight).
     cfg = load_pipeline(pipeline, config_path, overrides)
+    emb = cfg.stage("embedding")
+    if emb is not None and emb.backbone:  # every embedding actor, on any node, loads it by this path
+        emb.backbone = resolve_location(emb.backbone, "--embedding-backbone")
     tasks = plan_pool(pool, cfg.items_per_task)
     for what in check_files(cfg):
         log.info("checked %s", what)
