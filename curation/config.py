@@ -199,16 +199,6 @@ class EmbeddingStage(_Stage):
                     "for RANDOM weights (no semantics, tests only)")
         return None
 
-    def description(self) -> str:
-        """The embedder as every output names it ("RANDOM INIT" when the weights are random)."""
-        if self.embedder == "backbone":
-            if self.random_init:
-                return f"backbone {self.random_backbone} RANDOM INIT seed 0 (no checkpoint; no semantics)"
-            return f"backbone {self.backbone}"
-        if self.random_init and not self.checkpoint:
-            return f"open_clip {self.model} RANDOM INIT seed 0 (no checkpoint given; no semantics)"
-        return f"open_clip {self.model} from {self.checkpoint}"
-
 
 StageConfig = Annotated[Union[ResolutionStage, QualityStage, PersonStage, FramingStage, PhashStage,
                               EmbeddingStage], Field(discriminator="name")]

@@ -2,7 +2,8 @@
 
 The config itself is validated at load (``curation.config``); here every file it names is checked:
 the embedding stage has weights (our backbone, an open_clip checkpoint, or an explicit random_init),
-and its checkpoint exists, loads safely and fits the model strictly; the embedding architecture exists; the YOLO detector weights exist and are a regular ``.pt`` file. A failure is a
+and its checkpoint exists, loads safely and fits the model strictly; the embedding architecture
+exists; the YOLO detector weights exist and are a regular ``.pt`` file. A failure is a
 ``ConfigError`` with one paragraph naming the file, what is wrong and what is expected, so a bad
 input costs seconds, not a run of stages 0-5 and a Ray traceback.
 """
@@ -38,14 +39,23 @@ def check_embedding_checkpoint(model: str, checkpoint: str, image_size: int | No
 
 def check_backbone_checkpoint(path: str) -> None:
     """``path`` is a backbone checkpoint of ours (``humans-pretrain export``) that loads strictly."""
-    from humans.shared.backbone import load_backbone
+    import torch
+    from safetensors import safe_open
+
+    from humans.shared.backbone.io import check_state, load_config_from
+    from humans.shared.backbone.model import Backbone
 
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"embedding.backbone {path!r} (--embedding-backbone) does not exist or is not a file; "
                           f"expected a `humans-pretrain export` checkpoint (.safetensors)")
-    try:
-        load_backbone(p)
+    try:  # keys and shapes from the file header against the model built on the meta device: no weights read
+        cfg = load_config_from(p)
+        with safe_open(str(p), framework="pt") as f:
+            shapes = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+        with torch.device("meta"):
+            model = Backbone(cfg)
+        check_state({k: v.shape for k, v in model.state_dict().items()}, shapes, str(p), f"config '{cfg.name}'")
     except Exception as exc:  # noqa: BLE001 - every reason a file is not our checkpoint is the same user error
         line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ConfigError(f"embedding.backbone {path!r} (--embedding-backbone) was not loaded: {line}; expected a "

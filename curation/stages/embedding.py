@@ -257,6 +257,27 @@ def check_checkpoint(model: str, checkpoint: str, image_size: int | None = None)
     load_strict(net, state, checkpoint, model, assign=True)
 
 
+def open_clip_description(model: str, checkpoint: str | None, seed: int = 0) -> str:
+    """How every output names an open_clip embedder ("RANDOM INIT" without a checkpoint)."""
+    if checkpoint:
+        return f"open_clip {model} from {checkpoint}"
+    return f"open_clip {model} RANDOM INIT seed {seed} (no checkpoint given; no semantics)"
+
+
+def backbone_description(checkpoint: str | None, random_config: str, seed: int = 0) -> str:
+    """How every output names a backbone embedder ("RANDOM INIT" without a checkpoint)."""
+    if checkpoint:
+        return f"backbone {checkpoint}"
+    return f"backbone {random_config} RANDOM INIT seed {seed} (no checkpoint; no semantics)"
+
+
+def describe(st) -> str:
+    """The description of the embedder an ``EmbeddingStage`` config names, without building it."""
+    if st.embedder == "backbone":
+        return backbone_description(st.backbone, st.random_backbone)
+    return open_clip_description(st.model, st.checkpoint)
+
+
 class OpenClipEmbedder:
     """An open_clip image tower; ``embed`` returns L2-normalised float32 vectors."""
 
@@ -275,8 +296,7 @@ class OpenClipEmbedder:
         if checkpoint:
             load_strict(net, load_checkpoint_state(checkpoint), checkpoint, model)
         self.random_init = checkpoint is None
-        self.description = (f"open_clip {model} RANDOM INIT seed {seed} (no checkpoint given; no semantics)"
-                            if self.random_init else f"open_clip {model} from {checkpoint}")
+        self.description = open_clip_description(model, checkpoint, seed)
         self.net = net.eval().to(device)
         self.device = device
         self.dim = int(net.visual.output_dim)
@@ -341,12 +361,12 @@ class BackboneEmbedder:
         torch.set_num_threads(max(1, threads))
         if checkpoint:
             net = load_backbone(checkpoint, device=device)
-            self.description = f"backbone {checkpoint}"
+            self.description = backbone_description(checkpoint, random_config, seed)
         else:
             with torch.random.fork_rng(devices=[]):  # the same random network in every actor and rerun
                 torch.manual_seed(seed)
                 net = build_backbone(random_config)
-            self.description = f"backbone {random_config} RANDOM INIT seed {seed} (no checkpoint; no semantics)"
+            self.description = backbone_description(None, random_config, seed)
         self.random_init = checkpoint is None
         self.net = net.eval().to(device)
         self.device = device

@@ -1,9 +1,9 @@
 """Stage 6 on Ray, embedding grouping: embedding actors write ``work/emb/TASK.npz`` per pool task
 (skipped when there), then near-duplicate search over all vectors (PCA-whitened, ``fit_whitening``)
-with the one implementation in ``stages.embedding``: exact (``flat_edges``) below ``ivf_threshold`` vectors, else IVF: centroids
-trained on a sample (``train_centroids``), every vector assigned to its ``nprobe`` lists
-(``assign_partitions``, map tasks), lists spread over ``partitions`` reduce tasks that each run
-``partitioned_edges`` on their lists. Clusters keep one representative; decisions per pool task.
+with the one implementation in ``stages.embedding``: exact (``flat_edges``) below ``ivf_threshold``
+vectors, else IVF: centroids trained on a sample (``train_centroids``), every vector assigned to its
+``nprobe`` lists (``assign_partitions``, map tasks), lists spread over ``partitions`` reduce tasks that
+each run ``partitioned_edges`` on their lists. Clusters keep one representative; decisions per pool task.
 """
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def embed_tasks(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total_cpus
     res = st.resources
     pending = [t for t in tasks if not storage.is_file(emb_path(out, t.task_id))]
     if not pending:
-        return st.description()
+        return emb_stage.describe(st)
     n_act, act_cpus = fit_actors(res.concurrency, res.num_cpus, total_cpus, 0.0)
     Worker = ray.remote(EmbedWorker).options(**options(act_cpus, res.num_gpus))
     actors = [Worker.remote(cfg, max(1, int(act_cpus))) for _ in range(n_act)]

@@ -48,6 +48,19 @@ def test_embedding_weights_are_required_and_contradictions_named(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="embedding.backbone .* was not loaded"):
         check_files(load_pipeline("humans", overrides={"embedding.backbone": str(bad)}))
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from humans.shared.backbone import build_backbone, save_backbone
+
+    good = save_backbone(build_backbone("study-s8"), tmp_path / "good.safetensors")
+    assert check_files(load_pipeline("humans", overrides={"embedding.backbone": str(good)})) == \
+        [f"embedding.backbone {good} (strict load)"]
+    with safe_open(str(good), framework="pt") as f:  # a block's weights missing: refused by the header check
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys() if not k.startswith("blocks.5.")}
+    save_file(state, str(tmp_path / "short.safetensors"), metadata=meta)
+    with pytest.raises(ConfigError, match="missing keys \\['blocks.5"):
+        check_files(load_pipeline("humans", overrides={"embedding.backbone": str(tmp_path / "short.safetensors")}))
     assert check_files(load_pipeline("humans", overrides={"embedding.enabled": False})) == []
 
 
