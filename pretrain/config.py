@@ -39,6 +39,12 @@ class ViewsConfig(StrictModel):
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.2
+    # copy-detection edits (every view; off for pretraining, on for a curation embedder that must see a
+    # re-posted copy as the same image): a small rotation cropped to its interior, and letterbox bars
+    rotate_p: float = 0.0
+    rotate_deg: float = 6.0                         # largest rotation, degrees either way
+    letterbox_p: float = 0.0
+    letterbox_frac: tuple[float, float] = (0.05, 0.15)  # each bar's share of the padded side
 
     @model_validator(mode="after")
     def _check(self) -> "ViewsConfig":
@@ -50,11 +56,15 @@ class ViewsConfig(StrictModel):
                               "(the self-distillation pairs are defined over two global views)")
         if self.n_local < 0:
             raise ConfigError(f"views: key 'n_local' has value {self.n_local!r}: allowed >= 0")
-        for key in ("global_scale", "local_scale", "ratio", "blur_sigma"):
+        for key in ("global_scale", "local_scale", "ratio", "blur_sigma", "letterbox_frac"):
             lo, hi = getattr(self, key)
             if not 0 < lo <= hi:
                 raise ConfigError(f"views: key '{key}' has value {(lo, hi)!r}: allowed 0 < low <= high")
-        for key in ("hflip_p", "color_jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+        if self.letterbox_frac[1] >= 0.5:
+            raise ConfigError(f"views: key 'letterbox_frac' has value {self.letterbox_frac!r}: allowed high < 0.5")
+        if not 0.0 <= self.rotate_deg <= 45.0:
+            raise ConfigError(f"views: key 'rotate_deg' has value {self.rotate_deg!r}: allowed 0..45")
+        for key in ("hflip_p", "color_jitter_p", "grayscale_p", "blur_p", "solarize_p", "rotate_p", "letterbox_p"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"views: key '{key}' has value {getattr(self, key)!r}: allowed 0..1")
         return self

@@ -9,7 +9,9 @@ Images are ``uint8`` CHW tensors in and out; normalisation happens on the traini
 Global views are a bilinear (antialiased) resampling of a crop of the source, optionally flipped:
 no pixel value is changed by anything but interpolation, so a constant-colour image gives
 constant views of exactly that colour. Local views add ColorJitter (random order), grayscale,
-Gaussian blur and solarisation.
+Gaussian blur and solarisation. Copy-detection edits (``rotate_p``, ``letterbox_p``; off unless asked, and
+drawing nothing from the generator when off) rotate a view slightly, cropped to its interior, or squeeze it
+between bars of one grey: what a re-poster does to a photo, for an embedder that must see through it.
 """
 from __future__ import annotations
 
@@ -76,6 +78,34 @@ def geometric(img: torch.Tensor, crop: Crop, size: int) -> torch.Tensor:
     return TF.horizontal_flip(out) if crop.flip else out
 
 
+def copy_edit(img: torch.Tensor, g: torch.Generator, cfg: ViewsConfig) -> torch.Tensor:
+    """A square uint8 view, maybe rotated (cropped to the rotated frame's interior, resized back) and maybe
+    letterboxed (bars of one random grey above and below, or left and right); same size out."""
+    size = img.shape[-1]
+    if cfg.rotate_p > 0 and _bernoulli(g, cfg.rotate_p):
+        angle = _uniform(g, -cfg.rotate_deg, cfg.rotate_deg)
+        rad = math.radians(abs(angle))
+        inner = max(2, int(size / (math.cos(rad) + math.sin(rad))))  # largest upright square inside
+        rotated = TF.rotate(img, angle, interpolation=InterpolationMode.BILINEAR)
+        top = (size - inner) // 2
+        img = TF.resized_crop(rotated, top, top, inner, inner, [size, size],
+                              interpolation=InterpolationMode.BILINEAR, antialias=True)
+    if cfg.letterbox_p > 0 and _bernoulli(g, cfg.letterbox_p):
+        bar = int(round(size * _uniform(g, *cfg.letterbox_frac)))
+        shade = _randint(g, 0, 255)
+        vertical = _bernoulli(g, 0.5)                 # bars above and below (else left and right)
+        inner = max(1, size - 2 * bar)
+        shape = [inner, size] if vertical else [size, inner]
+        squeezed = TF.resize(img, shape, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        out = torch.full_like(img, shade)
+        if vertical:
+            out[:, bar:bar + inner] = squeezed
+        else:
+            out[:, :, bar:bar + inner] = squeezed
+        img = out
+    return img
+
+
 def colour(img: torch.Tensor, g: torch.Generator, cfg: ViewsConfig) -> torch.Tensor:
     """Colour augmentation of a uint8 view: jitter (random order), grayscale, blur, solarise."""
     if _bernoulli(g, cfg.color_jitter_p):
@@ -118,12 +148,13 @@ def make_views(img: torch.Tensor, cfg: ViewsConfig, n_local: int, seed: int) -> 
         raise ValueError(f"make_views expects a uint8 [3,H,W] tensor, got {img.dtype} {tuple(img.shape)}")
     g = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
     h, w = img.shape[-2:]
-    globals_ = [geometric(img, sample_crop(g, h, w, cfg.global_scale, cfg.ratio, cfg.hflip_p), cfg.global_size)
+    globals_ = [copy_edit(geometric(img, sample_crop(g, h, w, cfg.global_scale, cfg.ratio, cfg.hflip_p),
+                                    cfg.global_size), g, cfg)
                 for _ in range(cfg.n_global)]
     locals_ = []
     for _ in range(n_local):
         view = geometric(img, sample_crop(g, h, w, cfg.local_scale, cfg.ratio, cfg.hflip_p), cfg.local_size)
-        locals_.append(colour(view, g, cfg))
+        locals_.append(colour(copy_edit(view, g, cfg), g, cfg))
     local_t = (torch.stack(locals_) if locals_
                else torch.empty(0, 3, cfg.local_size, cfg.local_size, dtype=torch.uint8))
     return torch.stack(globals_), local_t

@@ -63,3 +63,38 @@ def test_views_are_a_pure_function_of_the_seed():
     c = make_views(img, CFG, 3, 124)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
+
+
+def test_copy_detection_edits_letterbox_and_rotate_and_are_off_by_default():
+    import pytest
+
+    from humans.shared.config import ConfigError, validate
+    from humans.pretrain.views import copy_edit
+
+    photo = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).contiguous()[:, ::4, ::4].contiguous()
+    # off by default: turning the edit sizes up changes nothing, and no random draw is spent on them
+    plain = make_views(photo, CFG, 2, 5)
+    tuned = make_views(photo, CFG.model_copy(update={"rotate_deg": 20.0, "letterbox_frac": (0.2, 0.3)}), 2, 5)
+    assert torch.equal(plain[0], tuned[0]) and torch.equal(plain[1], tuned[1])
+    view = TF.resize(photo, [64, 64], antialias=True)
+    # a letterbox: two bars of one grey on opposite sides, the image squeezed between them
+    box = CFG.model_copy(update={"letterbox_p": 1.0, "letterbox_frac": (0.2, 0.2)})
+    out = copy_edit(view, torch.Generator().manual_seed(0), box)
+    rows_flat = (out.float().std(dim=(0, 2)) == 0)          # rows of one value across width and channels
+    cols_flat = (out.float().std(dim=(0, 1)) == 0)
+    bars = rows_flat if rows_flat[:13].all() else cols_flat
+    assert bars[:13].all() and bars[-13:].all() and not bars[16:48].any()
+    # a rotation: same size, no bars, close to the unrotated view at 1 degree, farther at 12
+    def rotated(deg: float, seed: int) -> torch.Tensor:   # same seed, same draw u: angle = deg * (2u - 1)
+        cfg = CFG.model_copy(update={"rotate_p": 1.0, "rotate_deg": deg})
+        return copy_edit(view, torch.Generator().manual_seed(seed), cfg)
+
+    err = lambda a: (a.float() - view.float()).abs().mean().item()  # noqa: E731
+    for seed in range(4):
+        small, big = rotated(1.0, seed), rotated(12.0, seed)
+        assert small.shape == big.shape == view.shape
+        assert err(small) < err(big), (seed, err(small), err(big))
+    with pytest.raises(ConfigError, match="letterbox_frac"):
+        validate(ViewsConfig, {"letterbox_frac": [0.2, 0.6]})
+    with pytest.raises(ConfigError, match="rotate_deg"):
+        validate(ViewsConfig, {"rotate_deg": 90})
