@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
   HUMANS_NO_PROGRESS=1 MPLBACKEND=Agg
-exec "${HUMANS_VENV:-.venv}/bin/python" -m pytest -q "$@"
+# two workers: the tests that share the curated demo pool (and start Ray) stay on one of them (tests/conftest.py)
+exec "${HUMANS_VENV:-.venv}/bin/python" -m pytest -q -n 2 --dist loadgroup --durations=15 "$@"

@@ -7,6 +7,11 @@
   at the end of the session; its GCS address is ``ray_local.address`` (other processes can join it,
   as a job under ``ray job submit`` joins its cluster).
 
+Under pytest-xdist (``scripts/test.sh`` runs two workers with ``--dist loadgroup``) every test that uses
+``ray_local`` or ``curated_run_dir`` is put in one group, so one worker runs them all: the pool is
+curated once and one session Ray instance serves them (each worker makes its own small demo pool, a few
+seconds; tests that start their own Ray clusters run on either worker).
+
 The offline runtime environment (no hub downloads, no Ray telemetry, Ray on 127.0.0.1) is set
 before any test module is imported.
 """
@@ -22,6 +27,14 @@ setup_runtime()
 os.environ.setdefault("HUMANS_NO_PROGRESS", "1")
 
 TEST_PIPELINE = "humans-test"
+CURATION_FIXTURES = {"curated_run_dir", "ray_local"}
+
+
+def pytest_itemcollected(item):
+    """One xdist group for the tests that share the curation fixtures (a no-op without xdist); marked as
+    each test is collected, before xdist reads the group marks."""
+    if CURATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.xdist_group("curation"))
 
 
 @pytest.fixture(scope="session")

@@ -108,6 +108,15 @@ def py(*args: str) -> list[str]:
     return list(args)
 
 
+def local_layout(threads: int) -> list[str]:
+    """Ray resources for curating on this one machine: a person-detector actor on every core beside one
+    half-CPU filter task (decode and quality cost a few per cent of detection). The `humans` defaults
+    reserve a whole CPU for filter tasks, which on 2 cores leaves one detector and one idle core."""
+    per_actor = (threads - 0.5) / threads
+    return ["--set", "filter_resources.num_cpus=0.5", "--set", f"person.resources.concurrency={threads}",
+            "--set", f"person.resources.num_cpus={per_actor:.4g}"]
+
+
 def steps(out: Path, p: Preset) -> dict[str, Path]:
     """Run every step; returns the paths the summary reads."""
     pool, shards, report = out / "pool", out / "shards", out / "report"
@@ -119,7 +128,8 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
         unlabelled / "manifest.json", "1b. unlabelled synthetic humans for pretraining (no labels)")
     embedder = pretrain_embedder(out, p, unlabelled)
     run(py("-m", "humans.curation", "run", "--pipeline", "humans", "--input", str(pool / "images"),
-           "--out", str(shards), "--threads", str(p.threads), "--embedding-backbone", str(embedder)),
+           "--out", str(shards), "--threads", str(p.threads), "--embedding-backbone", str(embedder),
+           *local_layout(p.threads)),
         shards / "manifest.json", "2. six curation stages on a local Ray instance (embedding dedup: our backbone)")
     run(py("-m", "humans.curation", "score", str(shards), "--pool", str(pool), "--json", str(out / "scores.json")),
         out / "scores.json", "2b. score every stage against the pool's labels")
