@@ -9,7 +9,10 @@ and re-encoded at quality 90 ("web-size", the size of a typical web photo). For 
 a full decode, of a draft decode to at least the detector's 640 px (then resized to 640), and of
 stage 2 (quality) and stage 3 (the default detector) on what the draft decode gives, each as a
 multiple of the full decode rate. Also prints whether blockiness still separates the pool's
-heavily compressed JPEGs from the others when measured on the draft decode. One thread.
+heavily compressed JPEGs from the others when measured on the draft decode. Last, the pipeline's own
+stages 0-2 (``curation.work.filter_task``: read, header, decode, quality, the stored bytes and the
+pHash / detector copy) with its reduced decode (``decode_rgb_reduced``) against the same task forced to
+decode in full, with their decisions compared. One thread.
 """
 from __future__ import annotations
 
@@ -92,6 +95,34 @@ def main(argv: list[str] | None = None) -> int:
         out = [fn(x) for x in items]
         return len(items) / max(time.process_time() - t, 1e-9), out
 
+    from humans.curation import work
+    from humans.curation.sources import PoolTask
+
+    def pipeline_filter(data: list[bytes]) -> tuple[float, float, str]:
+        """filter_task over ``data`` with its reduced decode, then forced to decode in full."""
+        folder = Path(tempfile.mkdtemp())
+        for i, b in enumerate(data):
+            (folder / f"{i:04d}.jpg").write_bytes(b)
+        task = PoolTask("files-000000-bench", "files", str(folder),
+                        tuple((f"{i:04d}.jpg", f"{i:04d}") for i in range(len(data))))
+        r_red, red = rate(lambda t: work.filter_task(t, cfg, 0), [task])
+        keep = work._keeps_original_jpeg
+        work._keeps_original_jpeg = lambda header, c: False  # the path before the reduced decode
+        try:
+            r_full, fullp = rate(lambda t: work.filter_task(t, cfg, 0), [task])
+        finally:
+            work._keeps_original_jpeg = keep
+        decisions = [[(r["key"], r["kept"], r["reason"]) for r in out[0]["rows"]["quality"]] for out in (red, fullp)]
+        kept_same = [a[1] for a in decisions[0]] == [b[1] for b in decisions[1]]
+        reasons = sum(a[2] != b[2] for a, b in zip(*decisions))
+        for a, b in zip(*decisions):
+            if a != b:
+                print(f"  filter_task decision differs: reduced {a} / full {b}")
+        verdict = ("keep/reject identical" if kept_same else "keep/reject DIFFER") + \
+            (f"; {reasons} rejection reason(s) differ" if reasons else "")
+        return r_red * len(data), r_full * len(data), verdict
+
+    filter_rates: dict[str, tuple[float, float, str]] = {}
     det = build_detector(pcfg)
     print(f"detector {det.name}; {len(blobs)} JPEGs; load average {os.getloadavg()[0]:.1f} "
           f"({os.cpu_count()} cores); CPU time of one thread\n")
@@ -123,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  '{name}' quality on the {label} decode: rejected as compressed: "
                   f"{sum(i in flag for i in comp)}/{len(comp)} heavy_compression, "
                   f"{sum(i in flag for i in good)}/{len(good)} good person images")
+        filter_rates[name] = pipeline_filter(data)
+    print("\n| set | the pipeline's stages 0-2 (filter_task) | images/s | x full decode | quality decisions |")
+    print("|---|---|---:|---:|---|")
+    for name, (r_red, r_fullpath, verdict) in filter_rates.items():
+        r_full = rate(full, [b for _, b in sets[name]])[0]
+        print(f"| {name} | forced full decode | {r_fullpath:.1f} | {r_fullpath / r_full:.2f} | |")
+        print(f"| {name} | reduced decode (the default) | {r_red:.1f} | {r_red / r_full:.2f} | {verdict} |")
     return 0
 
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from humans.shared import storage
-from humans.shared.imageio import ImageError, decode_rgb, encode_jpeg, encode_png, read_header
+from humans.shared.imageio import ImageError, decode_rgb, decode_rgb_reduced, encode_jpeg, encode_png, read_header
 
 from .config import PipelineConfig
 from .decisions import STAGED_SCHEMA, write_decisions, write_rows
@@ -63,9 +63,8 @@ def _limit_threads(n: float) -> None:
     cv2.setNumThreads(max(1, int(n)))
 
 
-def _store_bytes(data: bytes, header, rgb: np.ndarray, cfg: PipelineConfig) -> tuple[bytes, str, int, int, str]:
-    """The bytes to put in the shard: the original, unless it must be normalised or resized."""
-    h, w = rgb.shape[:2]
+def _normalise_reasons(header, cfg: PipelineConfig) -> list[str]:
+    """Why the original bytes cannot go into the shard as they are (empty: they can, unless resized)."""
     reasons = []
     if cfg.normalize_modes:
         if header.mode not in ("RGB", "L"):
@@ -76,6 +75,20 @@ def _store_bytes(data: bytes, header, rgb: np.ndarray, cfg: PipelineConfig) -> t
             reasons.append("multi_frame")
         if header.format not in _EXT or header.format in ("TIFF", "GIF", "BMP"):
             reasons.append(f"format_{header.format}")
+    return reasons
+
+
+def _keeps_original_jpeg(header, cfg: PipelineConfig) -> bool:
+    """A JPEG whose own bytes go into the shard: its pixels serve only the analyses, so it can be decoded
+    at reduced size (``decode_rgb_reduced``)."""
+    too_long = bool(cfg.max_long_side) and max(header.width, header.height) > cfg.max_long_side
+    return header.format == "JPEG" and not too_long and not _normalise_reasons(header, cfg)
+
+
+def _store_bytes(data: bytes, header, rgb: np.ndarray, cfg: PipelineConfig) -> tuple[bytes, str, int, int, str]:
+    """The bytes to put in the shard: the original, unless it must be normalised or resized."""
+    h, w = rgb.shape[:2]
+    reasons = _normalise_reasons(header, cfg)
     if cfg.max_long_side and max(h, w) > cfg.max_long_side:
         s = cfg.max_long_side / max(h, w)
         rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
@@ -94,6 +107,7 @@ def filter_task(task: PoolTask, cfg: PipelineConfig, task_index: int) -> dict[st
     res_cfg, q_cfg, p_cfg = cfg.stage("resolution"), cfg.stage("quality"), cfg.stage("person")
     max_pixels = res_cfg.max_pixels if res_cfg else 100_000_000
     small_side = p_cfg.analysis_long_side if p_cfg else 640
+    analysis_side = max(small_side, q_cfg.analysis_long_side if q_cfg else 0)
     rows: dict[str, list[dict]] = {"read": [], "resolution": [], "quality": []}
     survivors: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -118,22 +132,32 @@ def filter_task(task: PoolTask, cfg: PipelineConfig, task_index: int) -> dict[st
             rows["resolution"].append({**base, "kept": kept, "reason": reason, **scores})
             if not kept:
                 continue
+        reduced = _keeps_original_jpeg(header, cfg)  # decode once, at the size the analyses need
         try:
-            rgb = decode_rgb(item.data, item.source, max_pixels=max_pixels)
+            if reduced:
+                rgb, scale = decode_rgb_reduced(item.data, item.source, analysis_side, max_pixels=max_pixels)
+            else:
+                rgb, scale = decode_rgb(item.data, item.source, max_pixels=max_pixels), 1
         except ImageError as exc:  # the header was fine but the pixels are not: a read failure
             read_row.update(kept=False, reason=exc.reason, failed_at="decode", detail=str(exc)[:300])
             continue
         qscores: dict[str, Any] = {}
         if q_cfg:
-            kept, reason, qscores = quality_stage.decide(quality_stage.measure(rgb, item.data, q_cfg), q_cfg)
+            kept, reason, qscores = quality_stage.decide(
+                quality_stage.measure(rgb, item.data, q_cfg, decode_scale=scale), q_cfg)
             rows["quality"].append({**base, "kept": kept, "reason": reason, **qscores})
             if not kept:
                 continue
-        data, ext, w, h, converted = _store_bytes(item.data, header, rgb, cfg)
-        stored = rgb if (w, h) == (rgb.shape[1], rgb.shape[0]) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        if reduced:  # the original bytes, at the header's (upright) size; rgb is a reduced decode of them
+            data, ext, w, h, converted = item.data, _EXT["JPEG"], header.width, header.height, ""
+        else:
+            data, ext, w, h, converted = _store_bytes(item.data, header, rgb, cfg)
+        # the stored image's pixels (a reduced decode stands for them: the small copy is made from it)
+        src = rgb if reduced or (w, h) == (rgb.shape[1], rgb.shape[0]) else \
+            cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         s = min(1.0, small_side / max(h, w))
-        small = stored if s >= 1.0 else cv2.resize(stored, (max(1, round(w * s)), max(1, round(h * s))),
-                                                   interpolation=cv2.INTER_AREA)
+        small = src if s >= 1.0 else cv2.resize(src, (max(1, round(w * s)), max(1, round(h * s))),
+                                                interpolation=cv2.INTER_AREA)
         survivors.append({"key": item.key, "source": item.source, "order": order, "data": data, "ext": ext,
                           "width": w, "height": h, "file_bytes": len(data), "orig_format": header.format,
                           "orig_mode": header.mode, "converted": converted,

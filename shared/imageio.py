@@ -18,6 +18,7 @@ What ``decode_rgb`` guarantees:
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -233,10 +234,33 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
 
 def decode_rgb(data: bytes, source: str = "", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode bytes to an upright HxWx3 uint8 RGB array; raises ImageError for bad data."""
+    return _decode(_open(data, source, max_pixels), data, source)
+
+
+def decode_rgb_reduced(data: bytes, source: str = "", long_side: int = 640, max_pixels: int = MAX_PIXELS,
+                       max_scale: int = 4) -> tuple[np.ndarray, int]:
+    """Like :func:`decode_rgb`, but a JPEG is decoded at the coarsest DCT scale (1/2, 1/4, never beyond
+    1/``max_scale``) that keeps its long side >= ``long_side`` (Pillow ``draft``): the pixels an analysis
+    at ``long_side`` needs, for a fraction of a full decode. Returns ``(rgb, scale)``; any other format,
+    or a JPEG too small to reduce, decodes in full (scale 1)."""
+    im = _open(data, source, max_pixels)
+    scale = 1
+    if im.format == "JPEG" and max(im.size) > 0:
+        w, h = im.size
+        target = max(long_side, math.ceil(max(w, h) / max_scale))
+        request = (math.ceil(w * target / max(w, h)), math.ceil(h * target / max(w, h)))
+        try:
+            im.draft(im.mode, request)
+        except Exception as exc:  # noqa: BLE001 - a header draft cannot use is bad data
+            raise _classify(exc, source, sniff_format(data)) from None
+        scale = max(1, round(w / im.size[0]))
+    return _decode(im, data, source), scale
+
+
+def _decode(im: Image.Image, data: bytes, source: str) -> np.ndarray:
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated files would pass "
                            "silently; leave it False")
-    im = _open(data, source, max_pixels)
     magic = sniff_format(data)
     try:
         if getattr(im, "n_frames", 1) > 1:

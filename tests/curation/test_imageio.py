@@ -194,3 +194,44 @@ def test_encoders_validate_input():
         encode_jpeg(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(ValueError):
         encode_png(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_reduced_decode_of_a_large_jpeg_feeds_the_same_filter_decisions_and_keeps_its_bytes(tmp_path):
+    """A 2000 px JPEG is decoded once at 1/2 scale (>= the 640 px analyses need), quality decides as on a
+    full decode, the shard keeps the original bytes at the header's size, and pHash barely moves; small
+    JPEGs and PNGs decode exactly as before; truncated data still fails as truncated."""
+    import cv2
+    import skimage.data
+
+    from humans.curation.config import load_pipeline
+    from humans.curation.sources import PoolTask
+    from humans.curation.stages import quality
+    from humans.curation.demo_pool import phash_bits
+    from humans.curation.work import filter_task
+    from humans.shared.imageio import decode_rgb_reduced
+
+    photo = cv2.resize(skimage.data.astronaut(), (2000, 1600), interpolation=cv2.INTER_CUBIC)
+    big = encode_jpeg(photo, 90)
+    rgb, scale = decode_rgb_reduced(big, "big", 640)
+    assert scale == 2 and rgb.shape == (800, 1000, 3)
+    full = decode_rgb(big)
+    assert np.abs(cv2.resize(full, (1000, 800), interpolation=cv2.INTER_AREA).astype(int) - rgb).mean() < 3
+    small_jpeg, png = encode_jpeg(skimage.data.astronaut(), 90), encode_png(skimage.data.astronaut())
+    for data in (small_jpeg, png):
+        out, s = decode_rgb_reduced(data, "s", 640)
+        assert s == 1 and np.array_equal(out, decode_rgb(data))
+    with pytest.raises(ImageError) as err:
+        decode_rgb_reduced(big[: len(big) // 2], "cut", 640)
+    assert err.value.reason == "truncated"
+
+    cfg = load_pipeline("humans-test")
+    (tmp_path / "big.jpg").write_bytes(big)
+    res = filter_task(PoolTask("files-000000-big", "files", str(tmp_path), (("big.jpg", "big"),)), cfg, 0)
+    (surv,) = res["survivors"]
+    assert surv["data"] == big and (surv["width"], surv["height"]) == (2000, 1600) and surv["converted"] == ""
+    assert surv["small"].shape == (512, 640, 3)
+    qcfg = cfg.stage("quality")
+    on_full = quality.decide(quality.measure(full, big, qcfg), qcfg)
+    assert res["rows"]["quality"][0]["kept"] is on_full[0] is True
+    small_full = cv2.resize(full, (640, 512), interpolation=cv2.INTER_AREA)
+    assert (phash_bits(surv["small"]) != phash_bits(small_full)).sum() <= 2
