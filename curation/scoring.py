@@ -4,7 +4,9 @@ For stage S, the rejections are the keys S rejected (``decode`` = the ``00_read`
 the truth is the keys whose ``expected_reject_stage`` is S:
 
 - precision = correct rejections / rejections of S; recall = correct rejections / truth of S;
-- ``recall_reached`` counts only the truth items that reached S (not rejected by an earlier stage);
+- ``recall_reached`` counts only the truth items that reached S (not rejected by an earlier stage); for
+  a dedup stage, only those that still had a group mate there (a copy whose mates all fell earlier is
+  the last one left, and keeping it is right);
 - for the dedup stages (phash, embedding) which copy of a duplicate group is dropped is a choice
   (highest resolution, then largest file, then key), so within a ``dup_group`` a rejection counts
   towards recall up to the number of members labelled for S (``min`` per group), and towards
@@ -65,9 +67,13 @@ def score_run(run_dir: str | Path, pool_dir: str | Path, json_path: str | Path |
         else:
             tp = ok = len(set(rej) & set(truth))
         reached = [k for k in truth if order.get(rejected_at.get(k, ""), 99) >= order[s]]
+        removable = len(reached)
+        if s in DEDUP_STAGES:  # a copy whose group mates all fell earlier is the last one: nothing to remove
+            reached_g = Counter(group.get(k, "") for k in reached)
+            removable = sum(min(n, surplus_g[g] - 1) if g else n for g, n in reached_g.items())
         stages[s] = {"rejected": len(rej), "expected": len(truth), "correct": tp,
                      "precision": _ratio(ok, len(rej)), "recall": _ratio(tp, len(truth)),
-                     "recall_reached": _ratio(min(tp, len(reached)), len(reached)),
+                     "recall_reached": _ratio(min(tp, removable), removable),
                      "by_category": dict(Counter(category.get(k, "?") for k in rej))}
     try:
         kept = set(read_index(run_dir)["key"])
