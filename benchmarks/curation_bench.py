@@ -6,7 +6,8 @@ Measured in one run, side by side:
    decodable image (the physical floor of this work: every kept image must be decoded once);
 2. each stage alone, in this process on one core, on the images that reach it in the pipeline:
    header read (stage 1), quality (stage 2, decode excluded), person detection (stage 3),
-   framing (stage 4), pHash + LSH banding (stage 5), open_clip embedding (stage 6, at 224 and 128 px);
+   framing (stage 4), pHash + LSH banding (stage 5), embedding (stage 6: our backbone embedder,
+   beside open_clip ViT-B-32 at 224 and 128 px);
 3. the whole pipeline on local Ray (``--num-cpus``), start-up included and excluded;
 4. faiss near-duplicate search at 10k / 100k / 1M clustered 512-d vectors (exact flat range search
    where affordable, IVF partitions otherwise);
