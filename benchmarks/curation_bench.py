@@ -221,9 +221,9 @@ def write_markdown(path: Path, res: dict) -> None:
     dec = st["raw_jpeg_decode"]["img_s"]
     lines = [
         "# Curation benchmark", "",
-        f"Machine: {res['machine']}. Load average at start: {res['load']}. "
-        "Other engineers' jobs shared the 2 cores during the run, so absolute rates are pessimistic; "
-        "the ratios to the raw decode rate were measured side by side in the same run.", "",
+        f"Machine: {res['machine']}. Load average at start: {res['load']} "
+        "(other sessions may share the cores: absolute rates are then pessimistic; "
+        "the ratios to the raw decode rate were measured side by side in the same run).", "",
         f"Pool: the `{res['scale']}` demo pool ({st['funnel']['pool']} images), pipeline `{res['pipeline_name']}`.",
         "Each stage alone, one core, on the images that reach it:", "",
         "| step | images | images/s | x raw JPEG decode |", "|---|---:|---:|---:|",
@@ -260,9 +260,14 @@ def write_markdown(path: Path, res: dict) -> None:
     if "pipeline_core_hours_4B" in pr:
         lines.append(f"- the measured end-to-end Ray rate (orchestration included, start-up excluded): "
                      f"**{pr['pipeline_core_hours_4B']:,.0f} core-hours**.")
-    lines += ["- the embedding model (ViT-B-32 at 224 px) dominates; on GPUs (num_gpus in pipelines.yaml) it "
-              "leaves the CPU stages (decode, quality, detection) as the bill. A web pool has far fewer "
-              "person images than the demo pool, so fewer images reach stages 3-6.", ""]
+    share_of = {"02_quality": "quality_in", "03_person": "person_in", "04_framing": "framing_in",
+                "05_phash": "phash_in", "06_embedding": "embedding_in"}
+    cost = {k: pr["shares"][v] / st[k]["img_s"] for k, v in share_of.items() if st.get(k, {}).get("img_s")}
+    top = max(cost, key=cost.get)
+    lines += [f"- the most expensive stage per pool image is `{top}` ({cost[top] * 1000:.0f} of "
+              f"{pr['core_s_per_image'] * 1000:.0f} core-ms); a stage on GPUs (num_gpus in pipelines.yaml) "
+              "leaves the others as the bill. A web pool has far fewer person images than the demo pool, so "
+              "fewer images reach stages 4-6.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
