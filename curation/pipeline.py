@@ -99,12 +99,25 @@ def _fingerprint(pool: str, pipeline: str, cfg: PipelineConfig, tasks: list[Pool
     return {**doc, "sha256": hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()}
 
 
+def _without_resources(config: dict | None) -> dict | None:
+    """The config minus its Ray resources (CPUs, GPUs, batch sizes, concurrency): they decide where and how
+    fast the work runs, not what it decides, so a run may resume on another layout or cluster."""
+    if not isinstance(config, dict):
+        return config
+    out = {k: v for k, v in config.items() if k != "filter_resources"}
+    out["stages"] = [{k: v for k, v in st.items() if k != "resources"} for st in config.get("stages", [])]
+    return out
+
+
 def _check_state(out: str, fp: dict) -> None:
     path = work_path(out, "plan.json")
     if storage.is_file(path):
         old = storage.read_json(path)
-        if old.get("sha256") != fp["sha256"]:
-            changed = [k for k in ("pool", "pipeline", "config", "tasks") if old.get(k) != fp[k]]
+        same_config = _without_resources(old.get("config")) == _without_resources(fp["config"])
+        if old.get("sha256") != fp["sha256"] and not (
+                same_config and all(old.get(k) == fp[k] for k in ("pool", "pipeline", "tasks"))):
+            changed = [k for k in ("pool", "pipeline", "tasks") if old.get(k) != fp[k]]
+            changed += [] if same_config else ["config"]
             raise PipelineStateError(
                 f"{out} holds a run of a different {', '.join(changed) or 'plan'}; resume needs the same "
                 f"pool and config (use a new --out, or delete {out} to start over)")

@@ -200,3 +200,25 @@ def test_a_run_that_keeps_nothing_exits_nonzero(tmp_path, ray_local, capsys):
     assert code == EXIT_NO_SAMPLES == 3
     assert "error: the run kept 0 samples" in captured.err and "1 pool items" in captured.err
     assert "too_small" in captured.out or "resolution" in captured.out
+
+
+def test_resume_accepts_another_resource_layout_and_refuses_another_config(tmp_path):
+    """The resume check (work/plan.json): a run may continue with other CPUs, actors or batch sizes (where
+    and how fast it runs), never with other thresholds or another pool (what it decides)."""
+    from humans.curation.config import load_pipeline
+    from humans.curation.pipeline import PipelineStateError, _check_state, _fingerprint
+    from humans.curation.sources import PoolTask
+
+    tasks = [PoolTask("files-000000-a", "files", "/pool", (("a.jpg", "a"),))]
+    out = str(tmp_path / "run")
+    base = load_pipeline("humans-test")
+    _check_state(out, _fingerprint("/pool", "humans-test", base, tasks))          # writes plan.json
+    relaid = load_pipeline("humans-test", overrides={"person.resources.concurrency": 4,
+                                                     "filter_resources.num_cpus": 1.0,
+                                                     "embedding.resources.batch_size": 64})
+    _check_state(out, _fingerprint("/pool", "humans-test", relaid, tasks))        # accepted
+    stricter = load_pipeline("humans-test", overrides={"quality.min_sharpness": 30.0})
+    with pytest.raises(PipelineStateError, match="different config"):
+        _check_state(out, _fingerprint("/pool", "humans-test", stricter, tasks))
+    with pytest.raises(PipelineStateError, match="different pool"):
+        _check_state(out, _fingerprint("/other", "humans-test", base, tasks))
