@@ -113,11 +113,10 @@ def _check_state(out: str, fp: dict) -> None:
     path = work_path(out, "plan.json")
     if storage.is_file(path):
         old = storage.read_json(path)
-        same_config = _without_resources(old.get("config")) == _without_resources(fp["config"])
-        if old.get("sha256") != fp["sha256"] and not (
-                same_config and all(old.get(k) == fp[k] for k in ("pool", "pipeline", "tasks"))):
-            changed = [k for k in ("pool", "pipeline", "tasks") if old.get(k) != fp[k]]
-            changed += [] if same_config else ["config"]
+        changed = [k for k in ("pool", "pipeline", "tasks") if old.get(k) != fp[k]]
+        if _without_resources(old.get("config")) != _without_resources(fp["config"]):
+            changed.append("config")
+        if changed:
             raise PipelineStateError(
                 f"{out} holds a run of a different {', '.join(changed) or 'plan'}; resume needs the same "
                 f"pool and config (use a new --out, or delete {out} to start over)")

@@ -14,13 +14,18 @@ LABELS = [  # key, category, expected_reject_stage, dup_group, dup_of
 ]
 
 
-def test_dedup_precision_counts_duplicates_an_earlier_stage_missed(tmp_path):
+def _labelled_pool(tmp_path, labels):
+    """A pool folder holding only ``labels.parquet``; returns (pool, run dir, keys)."""
     pool, run = tmp_path / "pool", tmp_path / "run"
     pool.mkdir()
     pd.DataFrame([dict(key=k, file=f"images/{k}.jpg", category=c, has_person=True, n_persons=1,
                        expected_reject_stage=e, dup_group=g, dup_of=o, notes="")
-                  for k, c, e, g, o in LABELS]).to_parquet(pool / "labels.parquet")
-    keys = [r[0] for r in LABELS]
+                  for k, c, e, g, o in labels]).to_parquet(pool / "labels.parquet")
+    return pool, run, [r[0] for r in labels]
+
+
+def test_dedup_precision_counts_duplicates_an_earlier_stage_missed(tmp_path):
+    pool, run, keys = _labelled_pool(tmp_path, LABELS)
     for stage in ("read", "resolution", "quality", "person", "framing", "phash"):
         write_decisions(run, stage, "t0", [dict(key=k, source=k, kept=True, reason="") for k in keys])
     # pHash missed a_near0; the embedding stage removes it, a_near1 and (wrongly) b; it misses c_near0
@@ -39,12 +44,7 @@ def test_recall_over_reached_skips_a_copy_whose_mates_fell_earlier(tmp_path):
     """d's only other copy, d_near0 (labelled for the embedding stage), reaches the stage alone after the
     person stage dropped d: keeping it is right, so it is not a miss of recall over reached items."""
     labels = LABELS + [("d", "person", "", "g3", ""), ("d_near0", "near_dup", "embedding", "g3", "d")]
-    pool, run = tmp_path / "pool", tmp_path / "run"
-    pool.mkdir()
-    pd.DataFrame([dict(key=k, file=f"images/{k}.jpg", category=c, has_person=True, n_persons=1,
-                       expected_reject_stage=e, dup_group=g, dup_of=o, notes="")
-                  for k, c, e, g, o in labels]).to_parquet(pool / "labels.parquet")
-    keys = [r[0] for r in labels]
+    pool, run, keys = _labelled_pool(tmp_path, labels)
     for stage in ("read", "resolution", "quality", "framing", "phash"):
         write_decisions(run, stage, "t0", [dict(key=k, source=k, kept=True, reason="") for k in keys])
     write_decisions(run, "person", "t0", [dict(key=k, source=k, kept=k != "d", reason="no_person" if k == "d" else "")
