@@ -19,8 +19,6 @@ path or an object-store URI (``shared.storage``); Ray workers get the driver's o
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -94,9 +92,8 @@ PLAN: tuple[Step, ...] = (
 
 # ---------------------------------------------------------------------------------------- checks
 def _fingerprint(pool: str, pipeline: str, cfg: PipelineConfig, tasks: list[PoolTask]) -> dict:
-    doc = {"pool": str(pool), "pipeline": pipeline, "config": cfg.model_dump(mode="json"),
-           "tasks": [t.task_id for t in tasks]}
-    return {**doc, "sha256": hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()}
+    return {"pool": str(pool), "pipeline": pipeline, "config": cfg.model_dump(mode="json"),
+            "tasks": [t.task_id for t in tasks]}
 
 
 def _without_resources(config: dict | None) -> dict | None:
@@ -118,7 +115,7 @@ def _check_state(out: str, fp: dict) -> None:
             changed.append("config")
         if changed:
             raise PipelineStateError(
-                f"{out} holds a run of a different {', '.join(changed) or 'plan'}; resume needs the same "
+                f"{out} holds a run of a different {', '.join(changed)}; resume needs the same "
                 f"pool and config (use a new --out, or delete {out} to start over)")
     else:
         storage.write_json(path, fp)
