@@ -123,7 +123,7 @@ def server():
     httpd.server_close()
 
 
-FAST = dict(timeout_s=0.5, max_time_s=5.0, retries=2, backoff_s=0.01, max_bytes=1_000_000)
+FAST = dict(timeout_s=2.0, max_time_s=5.0, retries=2, backoff_s=0.01, max_bytes=1_000_000)
 
 
 def test_each_kind_of_response(server):
@@ -162,7 +162,7 @@ def test_timeout_is_retried_then_reported(server):
     res = Downloader(DownloadConfig(timeout_s=0.3, retries=1, backoff_s=0.01)).fetch(base + "/slow.jpg")
     elapsed = time.monotonic() - t0
     assert res.error == "download_timeout" and res.attempts == 2
-    assert 0.55 < elapsed < 2.0  # two 0.3 s timeouts, not the server's 3 s sleep
+    assert 0.55 < elapsed < 2.9  # two 0.3 s timeouts, not the server's 3 s sleep (slack for a loaded CI)
     assert state.hits["/slow.jpg"] == 2
 
 

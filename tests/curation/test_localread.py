@@ -66,10 +66,15 @@ def test_size_cap_and_read_timeout(tmp_path):
     res = read_local(tmp_path, "big.jpg", ReadConfig(max_bytes=1_000_000))
     assert res.error == "too_many_bytes" and "3000000 bytes > read.max_bytes=1000000" in res.detail
     assert read_local(tmp_path, "big.jpg", ReadConfig(max_bytes=4_000_000)).data == bytes(3_000_000)
-    # a read that does not finish in time is given up (the reading thread is abandoned)
-    fd = os.open(big, os.O_RDONLY)
-    res = read_bounded(fd, 4_000_000, timeout_s=1e-6)
-    assert res.error == "read_timeout" and "read.timeout_s" in res.detail
+    # a read that does not finish in time is given up (the reading thread is abandoned). A pipe whose
+    # writer stays silent blocks the read for certain (a cached 3 MB file could finish within any
+    # tiny timeout on a fast machine, which made this check flaky in CI).
+    read_end, write_end = os.pipe()
+    try:
+        res = read_bounded(read_end, 4_000_000, timeout_s=0.2)
+        assert res.error == "read_timeout" and "read.timeout_s" in res.detail
+    finally:
+        os.close(write_end)  # the abandoned thread's read returns b"" and it closes the read end
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
