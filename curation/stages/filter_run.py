@@ -1,10 +1,11 @@
 """Stages 0-4 on Ray: per pool task, a filter task (read, resolution from the header, decode, quality)
-feeds a person actor (detection, framing) that commits the task's decisions, its staged survivors and
+feeds an idle person actor (detection, framing) that commits the task's decisions, its staged survivors and
 its done marker. Tasks with a marker are skipped (resume). The per-task work is ``curation.work``.
 """
 from __future__ import annotations
 
 import os
+from collections import deque
 
 from humans.shared import storage
 from humans.shared.log import get_logger, progress
@@ -36,22 +37,32 @@ def run_filter_stages(tasks: list[PoolTask], cfg: PipelineConfig, out: str, tota
     log.info("stages 0-4: %d person actor(s) x %.2f CPU, filter tasks x %.2f CPU, detector %s",
              n_act, act_cpus, cfg.filter_resources.num_cpus, ray.get(actors[0].detector_name.remote()))
     fail_after = env_int(FAIL_AFTER_ENV)
-    max_inflight = 2 * max(n_act, cfg.filter_resources.concurrency)
+    max_filters = 2 * max(n_act, cfg.filter_resources.concurrency)  # filter results made ahead of the actors
     queue = list(pending)
 
     def completions():
-        inflight: dict = {}
-        rr = 0
-        while queue or inflight:
-            while queue and len(inflight) < max_inflight:
+        """Filter tasks run ahead (bounded); each finished one goes to an idle person actor, one task per
+        actor at a time. (Tasks used to be bound to actors round robin when submitted, so at the end of a
+        run one actor could hold a queue while the other sat idle: benchmarks/raydata_bench.py.)"""
+        filters: dict = {}  # filter task ref -> pool task, running
+        waiting: deque = deque()  # finished filter refs waiting for an idle actor
+        commits: dict = {}  # actor call ref -> actor index
+        idle = list(range(n_act))
+        while queue or filters or waiting or commits:
+            while queue and len(filters) + len(waiting) < max_filters:
                 idx, task = queue.pop(0)
-                ref = actors[rr % n_act].process.remote(filt.remote(task, cfg, idx))
-                rr += 1
-                inflight[ref] = task
-            ready, _ = ray.wait(list(inflight), num_returns=1)
+                filters[filt.remote(task, cfg, idx)] = task
+            while waiting and idle:
+                a = idle.pop(0)
+                commits[actors[a].process.remote(waiting.popleft())] = a
+            ready, _ = ray.wait(list(filters) + list(commits), num_returns=1)
             for r in ready:
-                inflight.pop(r)
-                yield ray.get(r)
+                if r in filters:
+                    filters.pop(r)
+                    waiting.append(r)  # the actor receives the ref: the result never visits the driver
+                else:
+                    idle.append(commits.pop(r))
+                    yield ray.get(r)
 
     done = 0
     try:
