@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,32 @@ def load_emb(path: str):
     """(keys, vectors, pixels, bytes) of one ``work/emb/TASK.npz`` (a key once per view of its image)."""
     z = np.load(io.BytesIO(storage.read_bytes(path)))
     return list(z["keys"]), z["vecs"].astype(np.float32), z["pixels"], z["nbytes"]
+
+
+def npz_rows(path: str) -> int:
+    """Rows of ``vecs`` in one vector file, from the ``.npy`` header inside the npz: the vectors themselves
+    are not read (a seekable handle: a local file, or ranged reads from an object store)."""
+    with storage.open_input(path) as fh, zipfile.ZipFile(fh) as zf, zf.open("vecs.npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape = np.lib.format.read_array_header_1_0(member)[0]
+        elif version == (2, 0):
+            shape = np.lib.format.read_array_header_2_0(member)[0]
+        else:  # pragma: no cover - np.savez writes 1.0 (2.0 for huge headers)
+            return len(load_emb(path)[1])
+    return int(shape[0]) if shape else 0
+
+
+def _rows(*paths) -> int:
+    return sum(npz_rows(p) for p in paths)
+
+
+def count_vectors(paths: list[str], res, chunk: int = 512) -> int:
+    """Vectors over all vector files, counted by Ray tasks from the files' headers (the driver reads none)."""
+    import ray
+
+    rows = remote(_rows, res, gpu=False)
+    return sum(ray.get([rows.remote(*paths[i:i + chunk]) for i in range(0, len(paths), chunk)]))
 
 
 def _flat(threshold: float, whiten: tuple[int, float], *paths):
@@ -199,7 +226,7 @@ def search_edges(paths: list[str], cfg: PipelineConfig) -> tuple[list, dict, dic
 
     st = cfg.stage("embedding")
     res = st.resources
-    n = sum(len(load_emb(p)[0]) for p in paths)
+    n = count_vectors(paths, res)  # used to load every vector file on the driver just to count
     whiten = (st.whiten_dims, st.whiten_shrink)
     if n < st.ivf_threshold:
         edges, attrs, dims = ray.get(remote(_flat, res, gpu=False).remote(st.threshold, whiten, *paths))

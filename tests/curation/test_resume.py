@@ -15,7 +15,7 @@ from humans.curation import run_pipeline
 from humans.curation.config import load_pipeline
 from humans.curation.decisions import read_decisions
 from humans.curation.pipeline import FAIL_AFTER_ENV
-from humans.curation.stages.embedding_run import group_embeddings
+from humans.curation.stages.embedding_run import group_embeddings, load_emb
 from humans.curation.sources import plan_pool
 from humans.shared.shards import file_sha256, iter_tar_samples, list_shards, read_manifest
 
@@ -99,6 +99,8 @@ def test_ivf_partitioned_embedding_dedup_agrees_with_exact_search(demo_pool_dir,
     tasks = plan_pool(str(demo_pool_dir), cfg.items_per_task)
     info = group_embeddings(tasks, cfg, str(out), total_cpus=2.0)
     assert info["index"] == "ivf" and info["nlist"] == 4 and info["vectors"] > 20
+    # the planner counts vectors from the files' headers (Ray tasks); the count is the files' true length
+    assert info["vectors"] == sum(len(load_emb(str(p))[1]) for p in (out / "work" / "emb").glob("*.npz"))
     ivf = read_decisions(out, "embedding").set_index("key")
     flat = read_decisions(curated_run_dir, "embedding").set_index("key")
     assert sorted(ivf.index) == sorted(flat.index)
