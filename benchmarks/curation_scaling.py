@@ -5,7 +5,14 @@ demo pool with the ``humans-test`` pipeline (all six stages) into a new folder, 
 ``concurrency`` set to N, so N filter tasks / person actors / embedding actors can run at once. Prints
 one JSON line per run (images in, seconds per step, images/s) and, with ``--md``, a markdown table.
 
+``--nodes`` times the same pipeline on a Ray cluster of several nodes on this machine
+(``ray.cluster_utils.Cluster``: each node its own raylet and object store, tasks and actors spread over
+them, results moved between object stores) against one node with the same CPUs in all: ``2x1`` is two
+nodes of one CPU each. The layout gives filter tasks 0.25 CPU so that one fits beside each node's
+0.75-CPU detector actor.
+
     python benchmarks/curation_scaling.py --workers 1 2 4 --md benchmarks/results/curation_scaling.md
+    python benchmarks/curation_scaling.py --nodes 1x2 2x1
 """
 from __future__ import annotations
 
@@ -42,16 +49,80 @@ def run_once(pool: str, out: str, n: int, pipeline: str) -> dict:
             "seconds": summary["seconds"]}
 
 
+CLUSTER_DRIVER = """
+import json, sys, time
+from ray.cluster_utils import Cluster
+from humans.curation import run_pipeline
+
+nodes, cpus = int(sys.argv[3]), float(sys.argv[4])
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False})
+for _ in range(nodes - 1):
+    cluster.add_node(num_cpus=cpus)
+cluster.wait_for_nodes()
+try:
+    summary = run_pipeline(sys.argv[1], sys.argv[2], pipeline=sys.argv[5], ray_address=cluster.address,
+                           overrides=json.loads(sys.argv[6]))
+finally:
+    cluster.shutdown()
+print("SUMMARY " + json.dumps(summary))
+"""
+
+
+def run_cluster(pool: str, out: str, layout: str, pipeline: str) -> dict:
+    nodes, cpus = (int(v) for v in layout.split("x"))
+    total = nodes * cpus
+    sets = {"filter_resources.num_cpus": 0.25, "person.resources.concurrency": total,
+            "person.resources.num_cpus": 0.75, "embedding.resources.concurrency": 1,
+            "phash.resources.concurrency": 1}
+    env = {**os.environ, "HUMANS_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", CLUSTER_DRIVER, pool, out, str(nodes), str(cpus), pipeline,
+                           json.dumps(sets)], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    summary = json.loads(proc.stdout.split("SUMMARY ", 1)[1])
+    n_in = summary["stages"]["00_read"]["in"]
+    return {"layout": layout, "nodes": nodes, "images": n_in, "samples": summary["samples"],
+            "shard_nodes": len(summary["shard_nodes"]), "wall_s": round(wall, 1),
+            "pipeline_s": summary["seconds"]["total"],
+            "images_per_s": round(n_in / summary["seconds"]["total"], 2), "seconds": summary["seconds"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--pipeline", default="humans-test")
     ap.add_argument("--scale", default="small", choices=("small", "demo"))
+    ap.add_argument("--nodes", nargs="+", default=None, metavar="NxC",
+                    help="instead of --workers: Ray clusters of N nodes with C CPUs each on this machine, e.g. 1x2 2x1")
+    ap.add_argument("--repeats", type=int, default=1, help="with --nodes: interleaved runs per layout")
     ap.add_argument("--md", default=None, help="write the markdown table here")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from humans.curation.demo_pool import make_demo_pool
 
+    if args.nodes:
+        with tempfile.TemporaryDirectory(prefix="curnodes-") as tmp:
+            pool = str(make_demo_pool(Path(tmp) / "pool", scale=args.scale))
+            rows = []
+            for rep in range(args.repeats):
+                for layout in args.nodes:
+                    row = run_cluster(pool, str(Path(tmp) / f"out{layout}-{rep}"), layout, args.pipeline)
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+        lines = ["| nodes x CPUs | images | kept | nodes writing shards | pipeline s | images/s | stages 0-4 s | "
+                 "phash s | embedding s | shards s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            s = r["seconds"]
+            lines.append(f"| {r['layout']} | {r['images']} | {r['samples']} | {r['shard_nodes']} | {r['pipeline_s']:.1f} | "
+                         f"{r['images_per_s']:.2f} | {s.get('stages_0_4', 0):.1f} | {s.get('phash', 0):.1f} | "
+                         f"{s.get('embedding', 0):.1f} | {s.get('shards', 0):.1f} |")
+        print("\n".join(lines))
+        if args.md:
+            Path(args.md + ".nodes").write_text("\n".join(lines) + "\n")
+        return
     with tempfile.TemporaryDirectory(prefix="curscale-") as tmp:
         pool = str(make_demo_pool(Path(tmp) / "pool", scale=args.scale))
         rows = []
