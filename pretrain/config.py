@@ -109,6 +109,10 @@ class ClConfig(StrictModel):
                                        # Sinkhorn-Knopp (uniform prototype marginals, DINOv2)
     sinkhorn_iters: int = 3
     koleo_weight: float = 0.0          # > 0: KoLeo regulariser on the student's global-view CLS
+    patch_weight: float = 0.0          # > 0: also distil patch tokens (off by default; see docs/pretrain.md):
+                                       # the student's visible tokens of each global view (all of them
+                                       # when not masked) match the teacher's patch-token prototype
+                                       # distributions at the same positions of the same, unmasked view
     tau: float = 0.992                 # teacher EMA momentum
     tau_schedule: Literal["constant", "cosine"] = "constant"
     tau_end: float = 1.0               # final momentum of the cosine schedule
@@ -124,6 +128,8 @@ class ClConfig(StrictModel):
         if self.koleo_weight < 0 or self.teacher_temp_warmup_steps < 0:
             raise ConfigError(f"cl: keys 'koleo_weight'/'teacher_temp_warmup_steps' have values "
                               f"{self.koleo_weight!r}/{self.teacher_temp_warmup_steps!r}: allowed >= 0")
+        if self.patch_weight < 0:
+            raise ConfigError(f"cl: key 'patch_weight' has value {self.patch_weight!r}: allowed >= 0")
         for key in ("tau", "tau_end", "center_momentum"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"cl: key '{key}' has value {getattr(self, key)!r}: allowed 0..1")

@@ -12,6 +12,7 @@ second call (unmasked unless ``mae.mask_local``).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
@@ -37,10 +38,15 @@ class Encoder(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, patches: bool = False):
+        """Prototype logits of the CLS token ``[B,K]``; with ``patches`` also of every output token
+        ``[B,N,K]`` (the same head; ``cl.patch_weight``)."""
         if self.head is None:
             raise RuntimeError("this encoder has no self-distillation head (objective 'mae')")
-        return self.head(self.backbone(x).cls)
+        out = self.backbone(x)
+        if patches:
+            return self.head(out.cls), self.head(out.tokens)
+        return self.head(out.cls)
 
 
 class PretrainModel(nn.Module):
@@ -54,6 +60,9 @@ class PretrainModel(nn.Module):
             head = ClHead(backbone.embed_dim, c.out_dim, c.hidden_dim, c.bottleneck_dim, c.n_layers)
             self.cl_loss = ClLoss(c.out_dim, c.student_temp, c.center_momentum, c.centering,
                                       c.sinkhorn_iters)
+            if c.patch_weight > 0:  # its own centre: patch tokens and CLS tokens differ in their mean
+                self.patch_loss = ClLoss(c.out_dim, c.student_temp, c.center_momentum, c.centering,
+                                         c.sinkhorn_iters)
         self.encoder = Encoder(backbone, head)
         if cfg.use_mae:
             m = cfg.mae
@@ -63,9 +72,11 @@ class PretrainModel(nn.Module):
     def forward(self, g: torch.Tensor, local: torch.Tensor | None,
                 keep_g: torch.Tensor | None, mask_g: torch.Tensor | None,
                 keep_l: torch.Tensor | None, mask_l: torch.Tensor | None,
-                teacher_probs: list[torch.Tensor] | None) -> dict[str, torch.Tensor]:
+                teacher_probs: list[torch.Tensor] | None,
+                teacher_patch_probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``g``: ``[V*B,3,G,G]`` (view-major), ``local``: ``[L*B,3,S,S]`` or None; keep/mask per
-        view batch (None when that batch is not masked); ``teacher_probs``: V tensors ``[B,K]``."""
+        view batch (None when that batch is not masked); ``teacher_probs``: V tensors ``[B,K]``;
+        ``teacher_patch_probs``: ``[V*B,n,K]`` at the student's visible tokens of ``g`` (``cl.patch_weight``)."""
         cfg = self.cfg
         bb = self.encoder.backbone
         n_views = cfg.views.n_global
@@ -95,6 +106,10 @@ class PretrainModel(nn.Module):
         if cfg.use_cl:
             out["loss_cl"] = self.cl_loss(student, teacher_probs)
             total = total + cfg.lam * out["loss_cl"]
+            if teacher_patch_probs is not None:  # same view, same positions: student visible, teacher whole
+                logp = F.log_softmax(self.encoder.head(og.tokens).float() / self.patch_loss.student_temp, dim=-1)
+                out["loss_cl_patch"] = (-(teacher_patch_probs * logp).sum(dim=-1)).mean()
+                total = total + cfg.cl.patch_weight * out["loss_cl_patch"]
             if cfg.cl.koleo_weight > 0:      # per global view, on the backbone's CLS (DINOv2)
                 out["loss_koleo"] = sum(koleo_loss(c) for c in og.cls.chunk(n_views)) / n_views
                 total = total + cfg.cl.koleo_weight * out["loss_koleo"]

@@ -155,6 +155,7 @@ class Trainer:
             backbone.set_grad_checkpointing(True)
         self.model = PretrainModel(cfg, backbone).to(self.device)
         self.teacher: nn.Module | None = None
+        self._t_patch: torch.Tensor | None = None  # the teacher's patch logits of the last forward (cl.patch_weight)
         if cfg.use_cl:
             self.teacher = copy.deepcopy(self.model.encoder).eval()
             for p in self.teacher.parameters():
@@ -264,18 +265,31 @@ class Trainer:
                 keep_l, mask_l = self._masks(local.shape[0] // b, b, self.n_cells_l, "local", mask_step)
         temp = teacher_temperature(self.step, cfg.cl.warmup_teacher_temp, cfg.cl.teacher_temp,
                                    cfg.cl.teacher_temp_warmup_steps)
-        t_logits = t_probs_all = t_probs = None
+        t_logits = t_probs_all = t_probs = t_patch = t_patch_probs = None
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.amp):
             if cfg.use_cl:
                 with torch.no_grad():
-                    t_logits = self.teacher(g).float()
+                    if cfg.cl.patch_weight > 0:
+                        t_logits, t_patch = self.teacher(g, patches=True)
+                        t_logits = t_logits.float()
+                        if keep_g is not None:  # the teacher's tokens where the student sees its view
+                            t_patch = torch.gather(t_patch, 1, keep_g.unsqueeze(-1).expand(-1, -1, t_patch.shape[-1]))
+                        t_patch = t_patch.float()
+                        t_patch_probs = self.model.patch_loss.teacher_probs(
+                            t_patch.flatten(0, 1), temp).view_as(t_patch)
+                    else:
+                        t_logits = self.teacher(g).float()
                 t_probs_all = self.model.cl_loss.teacher_probs(t_logits, temp)
                 t_probs = list(t_probs_all.chunk(n_views))
-            out = self.ddp(g, local, keep_g, mask_g, keep_l, mask_l, t_probs)
+            if t_patch_probs is not None:
+                out = self.ddp(g, local, keep_g, mask_g, keep_l, mask_l, t_probs, t_patch_probs)
+            else:
+                out = self.ddp(g, local, keep_g, mask_g, keep_l, mask_l, t_probs)
+        self._t_patch = t_patch
         return out, t_logits, t_probs_all, temp
 
     def _reduce(self, out: dict[str, torch.Tensor]) -> dict[str, float]:
-        names = ["loss"] + [k for k in ("loss_mae", "loss_cl", "loss_koleo") if k in out]
+        names = ["loss"] + [k for k in ("loss_mae", "loss_cl", "loss_cl_patch", "loss_koleo") if k in out]
         vals = torch.stack([out[k].detach().float() for k in names])
         if self.dist.world > 1:
             dist.all_reduce(vals)
@@ -317,6 +331,8 @@ class Trainer:
                     m.reshard()
             ema_update(self.teacher, self.student_encoder, tau)
             self.model.cl_loss.update_center(t_logits)
+            if self._t_patch is not None:
+                self.model.patch_loss.update_center(self._t_patch.flatten(0, 1))
             values["teacher_entropy"] = entropy(t_probs_all)
             values.update(collapse_monitors(t_probs_all, t_logits))
             values["teacher_temp"] = temp

@@ -113,3 +113,47 @@ def test_cl_run_teacher_entropy_falls_below_log_k_without_collapse(fixture_shard
     assert h[-1]["teacher_kl_uniform"] < 0.5 * math.log(k) and h[-1]["teacher_feature_std"] > 0.05
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "teacher_kl_uniform" in header and "teacher_feature_std" in header
+
+
+def test_patch_distillation_matches_the_teacher_at_the_students_visible_tokens(fixture_shards, tmp_path):
+    """``cl.patch_weight`` > 0: the teacher's patch distributions are taken at exactly the positions the
+    masked student sees (a plain ViT: its visible tokens are the whole view's tokens at ``keep``), the
+    term enters the loss with its weight, training lowers it against fixed targets; weight 0 adds nothing."""
+    cfg = tiny_config(fixture_shards, threads=1, steps=12, **PLAIN, **{
+        "views.global_size": 64, "views.local_size": 32, "cl.patch_weight": 0.5})
+    trainer = Trainer(cfg, tmp_path / "run", feed=[])
+    batch = _batch(4, 64, 32, 2)
+    seen = {}
+    forward = trainer.ddp
+
+    def spy(g, local, keep_g, mask_g, keep_l, mask_l, t_probs, t_patch_probs=None):
+        seen.update(g=g, keep_g=keep_g, t_patch_probs=t_patch_probs)
+        return forward(g, local, keep_g, mask_g, keep_l, mask_l, t_probs, t_patch_probs)
+    trainer.ddp = spy
+    out, *_ = trainer._forward(batch, 0)
+    trainer.ddp = forward
+    with torch.no_grad():  # recompute by hand: the teacher on the whole views, then the kept positions
+        _, t_all = trainer.teacher(seen["g"], patches=True)
+        idx = seen["keep_g"]
+        want = torch.stack([t_all[i, idx[i]] for i in range(len(idx))]).float()
+        want = torch.softmax((want - trainer.model.patch_loss.center) / cfg.cl.teacher_temp, dim=-1)
+    assert seen["t_patch_probs"].shape == (2 * 4, 4, 64)        # 4x4 patches per view, 75 % masked
+    torch.testing.assert_close(seen["t_patch_probs"], want)
+    assert torch.isclose(out["loss"], out["loss_mae"] + cfg.lam * out["loss_cl"] + 0.5 * out["loss_cl_patch"])
+    trainer.close()
+    # with the patch term alone and a teacher that stays put (tau 1, fixed centre), the targets are
+    # fixed: training lowers the term
+    alone = tiny_config(fixture_shards, threads=1, steps=20, objective="cl", lam=0.0, **PLAIN, **{
+        "views.global_size": 64, "views.local_size": 32, "cl.patch_weight": 1.0, "cl.tau": 1.0,
+        "cl.center_momentum": 1.0})
+    trainer = Trainer(alone, tmp_path / "alone", feed=[])
+    first = trainer.evaluate(batch)["loss_cl_patch"]
+    for _ in range(20):
+        trainer.train_step(batch)
+    assert trainer.evaluate(batch)["loss_cl_patch"] < first - 0.03
+    trainer.close()
+
+    plain = tiny_config(fixture_shards, threads=1, **PLAIN, **{"views.global_size": 64, "views.local_size": 32})
+    t0 = Trainer(plain, tmp_path / "run0", feed=[])
+    assert not hasattr(t0.model, "patch_loss") and "loss_cl_patch" not in t0._forward(batch, 0)[0]
+    t0.close()
