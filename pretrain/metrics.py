@@ -19,12 +19,12 @@ from humans.shared.shards import atomic_write_bytes
 
 log = get_logger("pretrain.metrics")
 
-FIELDS = ("step", "loss", "loss_mae", "loss_cl", "lr", "tau", "teacher_temp", "teacher_entropy",
+FIELDS = ("step", "loss", "loss_mae", "loss_cl", "loss_cl_patch", "lr", "tau", "teacher_temp", "teacher_entropy",
           "teacher_kl_uniform", "teacher_feature_std", "grad_norm", "images_per_s", "data_frac", "step_s", "peak_mem_mb")
 
 # figure file -> {panel title: columns}; columns missing from metrics.csv are left out
 PLOTS = {
-    "loss.png": {"losses": ("loss", "loss_mae", "loss_cl")},
+    "loss.png": {"losses": ("loss", "loss_mae", "loss_cl", "loss_cl_patch")},
     "lr.png": {"learning rate": ("lr",), "teacher momentum": ("tau",)},
     "collapse.png": {"teacher entropy (nats)": ("teacher_entropy",),
                      "KL(teacher mean || uniform) (nats)": ("teacher_kl_uniform",),
