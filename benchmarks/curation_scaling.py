@@ -103,45 +103,35 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from humans.curation.demo_pool import make_demo_pool
 
+    # one run per worker count, or per cluster layout (interleaved repeats); the same columns after the first
     if args.nodes:
-        with tempfile.TemporaryDirectory(prefix="curnodes-") as tmp:
-            pool = str(make_demo_pool(Path(tmp) / "pool", scale=args.scale))
-            rows = []
-            for rep in range(args.repeats):
-                for layout in args.nodes:
-                    row = run_cluster(pool, str(Path(tmp) / f"out{layout}-{rep}"), layout, args.pipeline)
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
-        lines = ["| nodes x CPUs | images | kept | nodes writing shards | pipeline s | images/s | stages 0-4 s | "
-                 "phash s | embedding s | shards s |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            s = r["seconds"]
-            lines.append(f"| {r['layout']} | {r['images']} | {r['samples']} | {r['shard_nodes']} | {r['pipeline_s']:.1f} | "
-                         f"{r['images_per_s']:.2f} | {s.get('stages_0_4', 0):.1f} | {s.get('phash', 0):.1f} | "
-                         f"{s.get('embedding', 0):.1f} | {s.get('shards', 0):.1f} |")
-        print("\n".join(lines))
-        if args.md:
-            Path(args.md + ".nodes").write_text("\n".join(lines) + "\n")
-        return
+        plan = [(layout, rep) for rep in range(args.repeats) for layout in args.nodes]
+        lead = {"nodes x CPUs": lambda r: r["layout"], "images": lambda r: r["images"], "kept": lambda r: r["samples"],
+                "nodes writing shards": lambda r: r["shard_nodes"]}
+    else:
+        plan = [(n, 0) for n in args.workers]
+        lead = {"worker processes": lambda r: r["workers"], "images": lambda r: r["images"],
+                "kept": lambda r: r["samples"]}
     with tempfile.TemporaryDirectory(prefix="curscale-") as tmp:
         pool = str(make_demo_pool(Path(tmp) / "pool", scale=args.scale))
         rows = []
-        for n in args.workers:
-            row = run_once(pool, str(Path(tmp) / f"out{n}"), n, args.pipeline)
+        for what, rep in plan:
+            out = str(Path(tmp) / f"out{what}-{rep}")
+            row = (run_cluster(pool, out, what, args.pipeline) if args.nodes
+                   else run_once(pool, out, what, args.pipeline))
             print(json.dumps(row), flush=True)
             rows.append(row)
+    base = rows[0]["images_per_s"]
+    cols = {**lead, "pipeline s": lambda r: f"{r['pipeline_s']:.1f}", "images/s": lambda r: f"{r['images_per_s']:.2f}",
+            "speed-up": lambda r: f"{r['images_per_s'] / base:.2f}x"}
+    cols |= {f"{step.replace('_', ' ').replace('stages 0 4', 'stages 0-4')} s":
+             (lambda r, step=step: f"{r['seconds'].get(step, 0):.1f}")
+             for step in ("stages_0_4", "phash", "embedding", "shards")}
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(fn(r)) for fn in cols.values()) + " |" for r in rows]
+    print("\n".join(lines))
     if args.md:
-        base = rows[0]["images_per_s"]
-        lines = ["| worker processes | images | kept | pipeline s | images/s | speed-up | stages 0-4 s | phash s | "
-                 "embedding s | shards s |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            s = r["seconds"]
-            lines.append(f"| {r['workers']} | {r['images']} | {r['samples']} | {r['pipeline_s']:.1f} | "
-                         f"{r['images_per_s']:.2f} | {r['images_per_s'] / base:.2f}x | {s.get('stages_0_4', 0):.1f} | "
-                         f"{s.get('phash', 0):.1f} | {s.get('embedding', 0):.1f} | {s.get('shards', 0):.1f} |")
-        Path(args.md + ".table").write_text("\n".join(lines) + "\n")
-        print("\n".join(lines))
-
+        Path(args.md + (".nodes" if args.nodes else ".table")).write_text("\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     main()

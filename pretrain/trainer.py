@@ -155,7 +155,6 @@ class Trainer:
             backbone.set_grad_checkpointing(True)
         self.model = PretrainModel(cfg, backbone).to(self.device)
         self.teacher: nn.Module | None = None
-        self._t_patch: torch.Tensor | None = None  # the teacher's patch logits of the last forward (cl.patch_weight)
         if cfg.use_cl:
             self.teacher = copy.deepcopy(self.model.encoder).eval()
             for p in self.teacher.parameters():
@@ -247,7 +246,7 @@ class Trainer:
         mask = mask.view(n_views, batch * world, -1)[:, rank * batch:(rank + 1) * batch].reshape(n_views * batch, -1)
         return keep.to(self.device), mask.to(self.device)
 
-    def _forward(self, batch: dict[str, Any], mask_step: int) -> tuple[dict[str, torch.Tensor], Any, Any, float]:
+    def _forward(self, batch: dict[str, Any], mask_step: int) -> tuple[dict[str, torch.Tensor], Any, Any, float, Any]:
         """Teacher + student forward on ``batch`` with the masks of step ``mask_step``."""
         cfg, dev = self.cfg, self.device
         gv = batch["global"].to(dev, non_blocking=True)           # [B, V, 3, G, G] uint8
@@ -285,8 +284,7 @@ class Trainer:
                 out = self.ddp(g, local, keep_g, mask_g, keep_l, mask_l, t_probs, t_patch_probs)
             else:
                 out = self.ddp(g, local, keep_g, mask_g, keep_l, mask_l, t_probs)
-        self._t_patch = t_patch
-        return out, t_logits, t_probs_all, temp
+        return out, t_logits, t_probs_all, temp, t_patch
 
     def _reduce(self, out: dict[str, torch.Tensor]) -> dict[str, float]:
         names = ["loss"] + [k for k in ("loss_mae", "loss_cl", "loss_cl_patch", "loss_koleo") if k in out]
@@ -299,7 +297,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, batch: dict[str, Any], mask_step: int = 0) -> dict[str, float]:
         """Losses of the current student/teacher on ``batch`` (masks of ``mask_step``), no update."""
-        out, _t, probs, _temp = self._forward(batch, mask_step)
+        out, _t, probs, _temp, _tp = self._forward(batch, mask_step)
         values = self._reduce(out)
         if probs is not None:
             values["teacher_entropy"] = entropy(probs)
@@ -308,7 +306,7 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step on ``batch``; returns the (rank-averaged) losses and statistics."""
         cfg = self.cfg
-        out, t_logits, t_probs_all, temp = self._forward(batch, self.step)
+        out, t_logits, t_probs_all, temp, t_patch = self._forward(batch, self.step)
         loss = out["loss"]
         values = self._reduce(out)
         if not all(math.isfinite(v) for v in values.values()):
@@ -331,8 +329,8 @@ class Trainer:
                     m.reshard()
             ema_update(self.teacher, self.student_encoder, tau)
             self.model.cl_loss.update_center(t_logits)
-            if self._t_patch is not None:
-                self.model.patch_loss.update_center(self._t_patch.flatten(0, 1))
+            if t_patch is not None:
+                self.model.patch_loss.update_center(t_patch.flatten(0, 1))
             values["teacher_entropy"] = entropy(t_probs_all)
             values.update(collapse_monitors(t_probs_all, t_logits))
             values["teacher_temp"] = temp

@@ -44,21 +44,21 @@ def run_filter_stages(tasks: list[PoolTask], cfg: PipelineConfig, out: str, tota
         """Filter tasks run ahead (bounded); each finished one goes to an idle person actor, one task per
         actor at a time. (Tasks used to be bound to actors round robin when submitted, so at the end of a
         run one actor could hold a queue while the other sat idle: benchmarks/raydata_bench.py.)"""
-        filters: dict = {}  # filter task ref -> pool task, running
+        filters: set = set()  # running filter tasks
         waiting: deque = deque()  # finished filter refs waiting for an idle actor
         commits: dict = {}  # actor call ref -> actor index
         idle = list(range(n_act))
         while queue or filters or waiting or commits:
             while queue and len(filters) + len(waiting) < max_filters:
                 idx, task = queue.pop(0)
-                filters[filt.remote(task, cfg, idx)] = task
+                filters.add(filt.remote(task, cfg, idx))
             while waiting and idle:
                 a = idle.pop(0)
                 commits[actors[a].process.remote(waiting.popleft())] = a
             ready, _ = ray.wait(list(filters) + list(commits), num_returns=1)
             for r in ready:
                 if r in filters:
-                    filters.pop(r)
+                    filters.remove(r)
                     waiting.append(r)  # the actor receives the ref: the result never visits the driver
                 else:
                     idle.append(commits.pop(r))
