@@ -270,20 +270,17 @@ class Trainer:
                 with torch.no_grad():
                     if cfg.cl.patch_weight > 0:
                         t_logits, t_patch = self.teacher(g, patches=True)
-                        t_logits = t_logits.float()
                         if keep_g is not None:  # the teacher's tokens where the student sees its view
                             t_patch = torch.gather(t_patch, 1, keep_g.unsqueeze(-1).expand(-1, -1, t_patch.shape[-1]))
                         t_patch = t_patch.float()
                         t_patch_probs = self.model.patch_loss.teacher_probs(
                             t_patch.flatten(0, 1), temp).view_as(t_patch)
                     else:
-                        t_logits = self.teacher(g).float()
+                        t_logits = self.teacher(g)
+                    t_logits = t_logits.float()
                 t_probs_all = self.model.cl_loss.teacher_probs(t_logits, temp)
                 t_probs = list(t_probs_all.chunk(n_views))
-            if t_patch_probs is not None:
-                out = self.ddp(g, local, keep_g, mask_g, keep_l, mask_l, t_probs, t_patch_probs)
-            else:
-                out = self.ddp(g, local, keep_g, mask_g, keep_l, mask_l, t_probs)
+            out = self.ddp(g, local, keep_g, mask_g, keep_l, mask_l, t_probs, t_patch_probs)
         return out, t_logits, t_probs_all, temp, t_patch
 
     def _reduce(self, out: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -30,9 +30,9 @@ def test_every_view_masked_per_patch_at_the_ratio(fixture_shards, tmp_path):
     seen = {}
     forward = trainer.ddp
 
-    def spy(g, local, keep_g, mask_g, keep_l, mask_l, t_probs):
+    def spy(g, local, keep_g, mask_g, keep_l, mask_l, t_probs, t_patch_probs=None):
         seen.update(mask_g=mask_g, mask_l=mask_l, keep_g=keep_g)
-        return forward(g, local, keep_g, mask_g, keep_l, mask_l, t_probs)
+        return forward(g, local, keep_g, mask_g, keep_l, mask_l, t_probs, t_patch_probs)
     trainer.ddp = spy
     out, *_ = trainer._forward(_batch(4, 64, 32, 2), 0)
     trainer.close()
