@@ -114,6 +114,10 @@ def _probe_parser(sub) -> None:
                    help="backbone blocks whose features are concatenated: 'auto' (4 evenly spaced, the last "
                         "included) or a list such as 1,3,5 or -1 (default auto)")
     p.add_argument("--size", default="128x96", help="input H or HxW (default 128x96; keep <= 8 px per token)")
+    p.add_argument("--pose-size", default=None,
+                   help="input HxW of the pose probe's person crops (default: --size). A crop fills its input, "
+                        "so set it to the pretraining view size to show people at the scale the backbone "
+                        "learned from (the main job: 64x48 for 64 px views)")
     p.add_argument("--val-frac", type=float, default=0.25, help="held-out share of DATA (default 0.25)")
     p.add_argument("--label-stride", type=int, default=4,
                    help="train the dense probes against labels downsampled by this factor (default 4; "
@@ -263,6 +267,7 @@ def _cmd_probe(a: argparse.Namespace) -> int:
     layers = "auto" if a.layers.strip() == "auto" else parse_layers(a.layers)
     res = run_probe(parse_backbones(a.backbone), a.data, tasks, layers=layers,
                     size=parse_size(a.size), val_frac=a.val_frac, val_data=a.val_data,
+                    pose_size=parse_size(a.pose_size) if a.pose_size else None,
                     label_stride=a.label_stride, seed=a.seed,
                     baseline=not a.no_baseline,
                     cache_dir=a.cache_dir, write_results=a.write_results, device=resolve_device(a.device))

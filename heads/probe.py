@@ -109,22 +109,32 @@ def fit_task(tt: TaskTensors, cfg: HeadConfig, seed: int = 0, use_features: bool
     if cfg.task == "pose":
         hm, _ = gaussian_heatmaps(t["kpts"], cfg.heatmap_hw, cfg.heatmap_stride, cfg.heatmap_sigma)
         r = shuffle_factor((h, w), cfg.heatmap_hw)
-        return fit_ridge(x, targets_to_token_rows(hm, (h, w), r, "area"), r, h * w, seed=seed)
-    label_hw = cfg.out_hw()
-    r = shuffle_factor((h, w), label_hw)
-    if cfg.task == "seg":
-        labels = targets_to_token_rows(t["parts"][:, None], (h, w), r, "nearest").long()
-        return fit_softmax(x, labels, NUM_PARTS, r, h * w, seed=seed)
-    valid = targets_to_token_rows(t["valid"][:, None].float(), (h, w), r, "nearest")
-    y = t[cfg.task].float().permute(0, 3, 1, 2) * t["valid"][:, None].float()
-    return fit_ridge(x, targets_to_token_rows(y, (h, w), r, "nearest"), r, h * w, valid=valid, seed=seed)
+        lmap = fit_ridge(x, targets_to_token_rows(hm, (h, w), r, "area"), r, h * w, seed=seed)
+    else:
+        r = shuffle_factor((h, w), cfg.out_hw())
+        if cfg.task == "seg":
+            labels = targets_to_token_rows(t["parts"][:, None], (h, w), r, "nearest").long()
+            lmap = fit_softmax(x, labels, NUM_PARTS, r, h * w, seed=seed)
+        else:
+            valid = targets_to_token_rows(t["valid"][:, None].float(), (h, w), r, "nearest")
+            y = t[cfg.task].float().permute(0, 3, 1, 2) * t["valid"][:, None].float()
+            lmap = fit_ridge(x, targets_to_token_rows(y, (h, w), r, "nearest"), r, h * w, valid=valid, seed=seed)
+    lmap.report.update(input_size=list(cfg.size), token_grid=[h, w])
+    return lmap
 
 
 def run_probe(backbones: list[tuple[str, str]], data_dir: str, tasks: list[str], layers: list[int] | str,
               size: tuple[int, int], val_frac: float = 0.25, val_data: str | None = None, label_stride: int = 4,
               seed: int = 0, baseline: bool = True, cache_dir: str | None = None,
-              write_results: str | None = None, device: str = "cpu") -> dict:
-    """Probe every backbone on every task; returns ``{"results", "fits", "seconds", "table", ...}``."""
+              write_results: str | None = None, device: str = "cpu",
+              pose_size: tuple[int, int] | None = None) -> dict:
+    """Probe every backbone on every task; returns ``{"results", "fits", "seconds", "table", ...}``.
+
+    ``size`` is the input of the whole-image (dense) tasks; ``pose_size`` that of the pose probe's person
+    crops (default ``size``). A person crop fills its input, so at the dense tasks' size a person is
+    shown several times larger than in the pretraining views; ``pose_size`` at the pretraining view
+    size shows people at the scale the backbone learned from (the heatmaps keep their stride, 4 input
+    pixels, and sigma, 2 cells, so relative to the person they are coarser at a smaller input)."""
     from humans.shared.backbone import load_backbone
 
     torch.manual_seed(seed)
@@ -150,7 +160,8 @@ def run_probe(backbones: list[tuple[str, str]], data_dir: str, tasks: list[str],
         extractor = FeatureExtractor(backbone, chosen)
         results[label], fits[label] = {}, {}
         for task in tasks:
-            cfg = HeadConfig(task=task, kind="linear", backbone=str(Path(path).resolve()), layers=chosen, size=size,
+            task_size = pose_size if (task == "pose" and pose_size) else size
+            cfg = HeadConfig(task=task, kind="linear", backbone=str(Path(path).resolve()), layers=chosen, size=task_size,
                              flip_aug=False, flip_test=False, val_frac=val_frac, seed=seed,
                              label_stride=label_stride)
             tr_items, va_items = data.items(task, train_keys), val_set.items(task, val_keys)
@@ -177,7 +188,8 @@ def run_probe(backbones: list[tuple[str, str]], data_dir: str, tasks: list[str],
         results["mean baseline"] = base
     table = format_table(results, tasks)
     out = {"results": results, "fits": fits, "seconds": seconds, "samples": counts, "table": table,
-           "layers": used_layers, "size": list(size), "label_stride": label_stride}
+           "layers": used_layers, "size": list(size), "pose_size": list(pose_size or size),
+           "label_stride": label_stride}
     if write_results:
         write_markdown(write_results, out, backbones, data_dir)
     return out
@@ -188,7 +200,8 @@ def write_markdown(path: str, res: dict, backbones: list[tuple[str, str]], data_
     text = [
         "# Linear probes on frozen backbones", "",
         f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, no GPU. Data: `{data_dir}` "
-        f"(train/held-out samples: {ns}). Input {res['size'][0]}x{res['size'][1]}; features of blocks "
+        f"(train/held-out samples: {ns}). Input {res['size'][0]}x{res['size'][1]} (pose person crops "
+        f"{res['pose_size'][0]}x{res['pose_size'][1]}); features of blocks "
         f"{res['layers']} concatenated; one linear map per token and task (pixel-shuffled to labels at 1/"
         f"{res['label_stride']} of the input), solved to convergence: ridge in closed form (pose heatmaps, "
         "pointmap, normals, albedo) or softmax regression by L-BFGS (segmentation), regularisation chosen on "

@@ -48,7 +48,7 @@ class Preset:
     prototypes: int
     synth_count: int            # labelled synthetic humans for the probes and heads (another seed)
     synth_size: int
-    probe_size: str
+    probe_size: str             # input of the dense probes (whole images)
     head_epochs: int
     head_size: str
     seeds: tuple[int, ...] = (0,)
@@ -56,10 +56,16 @@ class Preset:
     device: str = "cpu"
     extra_pretrain: list[str] = field(default_factory=list)
 
+    @property
+    def pose_probe_size(self) -> str:
+        """The pose probe's person crops at the pretraining view size (a person shown at the scale the
+        backbone learned from; at ``probe_size`` a crop shows them about twice as large)."""
+        return f"{self.global_size}x{self.global_size * 3 // 4}"
+
 
 _STUDY = dict(pool_scale="demo", model="study-s8", unlabelled_count=1500, unlabelled_size=96, pretrain_steps=200,
-              pretrain_batch=32, embedder_steps=200, global_size=64, local_size=32, n_local=2, prototypes=1024, synth_count=240,
-              synth_size=128, probe_size="128x96", head_epochs=5, head_size="128x96",
+              pretrain_batch=32, embedder_steps=100, global_size=64, local_size=32, n_local=2, prototypes=1024, synth_count=240,
+              synth_size=128, probe_size="128x96", head_epochs=4, head_size="128x96",
               extra_pretrain=["--warmup-steps", "20", "--lr", "2e-3", "--num-workers", "1"])
 PRESETS = {
     "demo": Preset(**_STUDY),
@@ -83,17 +89,25 @@ def log(msg: str) -> None:
 IN_PROCESS = False  # set by --in-process: call each command's main() here instead of a subprocess
 
 
-def run(cmd: list[str], marker: Path, desc: str) -> None:
-    """Run one step (``python -m PKG ARGS...``) unless ``marker`` exists; stop the job on failure."""
+def run(cmd: list[str], marker: Path, desc: str, light: bool = False) -> None:
+    """Run one step (``python -m PKG ARGS...``) unless ``marker`` exists; stop the job on failure.
+    ``light`` steps (a few seconds of work: exports, scores, pictures, predictions) run in this process
+    whatever ``--in-process`` says: a subprocess would spend most of their time starting Python and torch."""
     if marker.exists():
         log(f"skip  {desc}: {marker} exists")
         return
     log(f"start {desc}: python {' '.join(cmd)}")
     t0 = time.time()
-    if IN_PROCESS and cmd[0] == "-m":
+    if (IN_PROCESS or light) and cmd[0] == "-m":
         import importlib
 
-        code = importlib.import_module(f"{cmd[1]}.cli").main(cmd[2:]) or 0
+        try:
+            code = importlib.import_module(f"{cmd[1]}.cli").main(cmd[2:]) or 0
+        except SystemExit as exc:  # argparse and friends
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception as exc:  # noqa: BLE001 - reported as the step's failure, as a subprocess's would be
+            log(f"error in {desc}: {type(exc).__name__}: {exc}")
+            code = 1
     else:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -121,7 +135,7 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
     """Run every step; returns the paths the summary reads."""
     pool, shards, report = out / "pool", out / "shards", out / "report"
     run(py("-m", "humans.curation", "demo-pool", "--out", str(pool), "--scale", p.pool_scale),
-        pool / "labels.parquet", "1. demo web pool")
+        pool / "labels.parquet", "1. demo web pool", light=True)
     unlabelled = out / "unlabelled"
     run(py("-m", "humans.shared.synth", "--out", str(unlabelled), "--images-only", "--count",
            str(p.unlabelled_count), "--size", str(p.unlabelled_size), "--seed", "1000", "--threads", str(p.threads)),
@@ -132,9 +146,9 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
            *local_layout(p.threads)),
         shards / "manifest.json", "2. six curation stages on a local Ray instance (embedding dedup: our backbone)")
     run(py("-m", "humans.curation", "score", str(shards), "--pool", str(pool), "--json", str(out / "scores.json")),
-        out / "scores.json", "2b. score every stage against the pool's labels")
+        out / "scores.json", "2b. score every stage against the pool's labels", light=True)
     run(py("-m", "humans.curation", "report", str(shards), "--out", str(report)),
-        report / "index.html", "3a. shard report")
+        report / "index.html", "3a. shard report", light=True)
     verify_log = out / "verify.txt"
     if not verify_log.exists():
         log("start 3b. verify shards")
@@ -149,7 +163,7 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
     run(py("-m", "humans.shared.synth", "--out", str(data), "--count", str(p.synth_count), "--size", str(p.synth_size),
            "--threads", str(p.threads)), data / "meta.json", "5. labelled synthetic humans (probes and heads only)")
     run(py("-m", "humans.shared.synth", "--out", str(data / "preview"), "--count", "8", "--size", str(p.synth_size),
-           "--preview"), data / "preview" / "meta.json", "5b. synthetic preview sheet")
+           "--preview"), data / "preview" / "meta.json", "5b. synthetic preview sheet", light=True)
 
     probe_jsons: dict[int, Path] = {}
     all_backbones: dict[int, dict[str, Path]] = {}
@@ -160,6 +174,7 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
         probe_json = out / f"probe{sfx}.json"
         probe_args = [a for label, ck in backbones.items() for a in ("--backbone", f"{label}={ck}")]
         run(py("-m", "humans.heads", "probe", *probe_args, "--data", str(data), "--size", p.probe_size,
+               "--pose-size", p.pose_probe_size,
                "--seed", "0", "--threads", str(p.threads), "--device", p.device, "--json", str(probe_json),
                "--write-results", str(out / f"probe{sfx}.md"), "--cache-dir", str(out / "feature_cache")),
             probe_json, f"6a. linear probes of every backbone on all five tasks (seed {seed})")
@@ -178,7 +193,7 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
     run(py("-m", "humans.pretrain", "pictures", *[a for r in mae_runs for a in ("--run", r)],
            *[a for label, ck in backbones.items() for a in ("--backbone", f"{label}={ck}")],
            "--size", str(p.global_size), "--out", str(pictures), *map(str, heldout)),
-        pictures / "feature_pca.png", "6b. MAE reconstructions and feature PCA on held-out images")
+        pictures / "feature_pca.png", "6b. MAE reconstructions and feature PCA on held-out images", light=True)
     sample_images = heldout[:2]
     for task in TASKS:
         head_dir = out / "heads" / task
@@ -188,7 +203,7 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
             head_dir / "head.safetensors", f"6c. train the {task} head on '{best}' (features only, no image skip)")
         run(py("-m", "humans.heads", "predict", "--task", task, "--checkpoint", str(head_dir / "head.safetensors"),
                "--out", str(out / "predictions" / task), *map(str, sample_images)),
-            out / "predictions" / task, f"6d. {task} predictions and overlays")
+            out / "predictions" / task, f"6d. {task} predictions and overlays", light=True)
     return {"pool": pool, "shards": shards, "report": report, "probe_json": probe_jsons[p.seeds[0]], "data": data,
             "study_json": study_json, "pictures": pictures}
 
@@ -210,7 +225,8 @@ def pretrain_embedder(out: Path, p: Preset, unlabelled: Path) -> Path:
            str(p.prototypes), "--seed", "0", "--threads", str(p.threads), "--device", p.device, "--out", str(run_dir),
            "--resume", *p.extra_pretrain, *EMBEDDER_VIEWS),
         run_dir / "ckpt" / f"step_{p.embedder_steps:08d}.pt", f"1c. pretrain the curation embedder ({p.model}, cl)")
-    run(py("-m", "humans.pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, "1d. export the embedder")
+    run(py("-m", "humans.pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, "1d. export the embedder",
+        light=True)
     return ckpt
 
 
@@ -237,7 +253,8 @@ def pretrain_arms(out: Path, p: Preset, shards: Path, unlabelled: Path, seed: in
                "--device", p.device, "--out", str(run_dir), "--resume", *p.extra_pretrain),
             run_dir / "ckpt" / f"step_{p.pretrain_steps:08d}.pt", f"4. pretrain {p.model} ({objective}, seed {seed})")
         ckpt = out / "backbones" / f"{name}.safetensors"
-        run(py("-m", "humans.pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, f"4b. export {name}")
+        run(py("-m", "humans.pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, f"4b. export {name}",
+            light=True)
         backbones[objective] = ckpt
     return backbones
 

@@ -165,3 +165,22 @@ def test_random_init_study_backbone_beats_the_mean_on_seg_and_albedo(tmp_path):
     assert fit["lambda"] == fit["sweep"][ho.index(min(ho))]["lambda"]
     assert res["layers"]["random"] == [1, 2, 3, 5]
     assert np.isfinite(res["fits"]["random"]["albedo"]["heldout_loss"])
+
+
+def test_pose_probe_crops_at_their_own_size(seg_albedo, random_tiny_backbone, tmp_path):
+    """``--pose-size`` sets the pose probe's person-crop input (the main job: the pretraining view
+    size) while the dense tasks keep ``--size``: the token grids the fits report follow each."""
+    data, _, _ = seg_albedo
+    out = tmp_path / "probe.json"
+    assert main(["probe", "--backbone", f"random={random_tiny_backbone}", "--data", str(data.root),
+                 "--tasks", "pose,albedo", "--size", "64x48", "--pose-size", "48x32", "--json", str(out),
+                 "--write-results", str(tmp_path / "probe.md"), "--threads", "1"]) == 0
+    res = json.loads(out.read_text())
+    fits = res["fits"]["random"]
+    patch = 64 // fits["albedo"]["token_grid"][0]
+    assert fits["pose"]["input_size"] == [48, 32] and fits["albedo"]["input_size"] == [64, 48]
+    assert fits["pose"]["token_grid"] == [48 // patch, 32 // patch]
+    assert res["pose_size"] == [48, 32] and res["size"] == [64, 48]
+    assert "pose person crops 48x32" in (tmp_path / "probe.md").read_text()
+    for metric in ("PCK@0.1", "AP"):
+        assert 0.0 <= res["results"]["random"]["pose"][metric] <= 1.0
