@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from humans.shared.atomic import atomic_write_json
+from humans.shared.humans.keypoints import BODY, FACE, HANDS, NUM_KEYPOINTS
 
 # ----------------------------------------------------------------------------------------- pose
 
@@ -134,6 +135,9 @@ class PoseMetric:
             g = np.stack([d["keypoints"] for d in self.gt])
             norm = np.array([max(d["bbox"][2], d["bbox"][3]) for d in self.gt])
             out[f"PCK@{self.alpha:g}"] = pck(p, g, norm, self.alpha)
+            if g.shape[1] == NUM_KEYPOINTS:  # per group: the face's 243 points dominate the overall figure
+                for name, idx in (("body", BODY), ("hands", HANDS), ("face", FACE)):
+                    out[f"PCK@{self.alpha:g}/{name}"] = pck(p[:, idx], g[:, idx], norm, self.alpha)
         return out
 
 

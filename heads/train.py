@@ -3,7 +3,8 @@
 ``fit`` trains a head on the tensors ``heads.prepare.prepare_task`` made (features and labels of a
 task's samples) with AdamW and a cosine schedule; no backbone forward happens during training. ``run_train``
 is the ``train`` command: split, prepare, fit, evaluate on the held-out split, write
-``RUN/head.safetensors``, ``RUN/metrics.json`` and ``RUN/history.json``.
+``RUN/head.safetensors``, ``RUN/metrics.json`` (the head's held-out metrics beside those of the mean
+prediction) and ``RUN/history.json``.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch import nn
 from humans.heads.config import HeadConfig
 from humans.heads.data.dataset import DenseData
 from humans.heads.data.features import FeatureCache, FeatureExtractor
-from humans.heads.evaluate import evaluate_head
+from humans.heads.evaluate import evaluate_head, evaluate_outputs, mean_baseline
 from humans.heads.models.model import load_backbone_for, make_head, save_head
 from humans.heads.prepare import TaskTensors, prepare_task
 from humans.heads.tasks import get_task
@@ -88,6 +89,16 @@ def fit(head: nn.Module, tt: TaskTensors, cfg: HeadConfig, epochs: int | None = 
     return history
 
 
+def mean_baseline_metrics(tt: TaskTensors, cfg: HeadConfig, val_set: DenseData, val_items: list, extractor,
+                          cache, device) -> dict:
+    """The held-out metrics of the mean prediction (pose: each keypoint at its mean crop position; dense
+    tasks: the per-pixel mean map of the training targets) through the same evaluation as the head:
+    the figure a head's metrics are read against."""
+    flip = get_task(cfg.task).flip_test and cfg.flip_test
+    vt = prepare_task(val_set, val_items, cfg, extractor, cache, flip=flip, device=device)
+    return evaluate_outputs(mean_baseline(tt, cfg, per_pixel=True), vt, val_set, cfg, device=device)
+
+
 def run_train(cfg: HeadConfig, data_dir: str, out_dir: str, val_data: str | None = None,
               keypoints: str | None = None, cache_dir: str | None = None, threads: int | None = None,
               device: str = "cpu") -> dict:
@@ -128,6 +139,7 @@ def run_train(cfg: HeadConfig, data_dir: str, out_dir: str, val_data: str | None
     save_head(out / "head.safetensors", head.cpu(), cfg)
     metrics = (evaluate_head(head, cfg, val_set, val_items, extractor, cache, device=device)
                if val_items else {})
+    baseline = mean_baseline_metrics(tt, cfg, val_set, val_items, extractor, cache, device) if val_items else {}
     if tb is not None:
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and "/" not in k:
@@ -136,7 +148,7 @@ def run_train(cfg: HeadConfig, data_dir: str, out_dir: str, val_data: str | None
     plot_curves(rows, out / "plots" / "loss.png", {"training loss": ("loss",), "learning rate": ("lr",)},
                 x="epoch", title=f"{cfg.task} ({cfg.kind}) on {Path(cfg.backbone or '').name}", log_y=("training loss",))
     result = {"task": cfg.task, "kind": cfg.kind, "train_samples": len(train_items), "val_samples": len(val_items),
-              "metrics": metrics, "seconds": round(time.time() - t0, 1)}
+              "metrics": metrics, "mean_baseline": baseline, "seconds": round(time.time() - t0, 1)}
     atomic_write_json(out / "metrics.json", result, sort_keys=False, default=float)
     atomic_write_json(out / "history.json", {"loss": history}, sort_keys=False, default=float)
     return result

@@ -413,8 +413,10 @@ def write_summary(out: Path, paths: dict[str, Path]) -> Path:
         metrics_file = out / "heads" / task / "metrics.json"
         metric_text = ""
         if metrics_file.exists():
-            m = json.loads(metrics_file.read_text()).get("metrics", {})
-            shown = ", ".join(f"{k} = {v:.4g}" for k, v in m.items() if "/" not in k and isinstance(v, (int, float)))
+            doc = json.loads(metrics_file.read_text())
+            m, base = doc.get("metrics", {}), doc.get("mean_baseline", {})
+            shown = ", ".join(f"{k} = {v:.4g}" + (f" (mean baseline {base[k]:.4g})" if k in base else "")
+                              for k, v in m.items() if "/" not in k and isinstance(v, (int, float)))
             metric_text = f"<p>{html.escape(shown)} (<code>{rel(metrics_file)}</code>)</p>"
         imgs = "".join(f"<img src='{rel(i)}' style='max-width:48%'>"
                        for i in sorted((out / "predictions" / task).glob("*.png"))[:4])

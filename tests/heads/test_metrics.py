@@ -57,6 +57,24 @@ def test_pck_known():
     assert M.pck(pred, gt, np.array([100.0]), 0.1) == pytest.approx(2 / 3)
 
 
+def test_pose_metric_pck_per_keypoint_group():
+    """Body points exact, hand points 5 px off (inside 0.1 x 120), face points 20 px off (outside):
+    PCK 1 / 1 / 0 per group, and the overall PCK is the labelled-point-weighted mix, mostly face."""
+    from humans.shared.humans.keypoints import SIGMAS
+
+    metric = M.PoseMetric(SIGMAS)
+    gt = _people(n=3)
+    for g in gt:
+        pred = g["keypoints"].copy()
+        pred[25:65, 0] += 5.0
+        pred[65:, 1] += 20.0
+        metric.update(g["image_id"], g["keypoints"], g["bbox"], g["area"], pred, 1.0)
+    out = metric.compute()
+    assert out["PCK@0.1/body"] == 1.0 and out["PCK@0.1/hands"] == 1.0 and out["PCK@0.1/face"] == 0.0
+    labelled = np.stack([g["keypoints"][:, 2] > 0 for g in gt])
+    assert out["PCK@0.1"] == pytest.approx(labelled[:, :65].sum() / labelled.sum())
+
+
 def test_miou_on_known_mask():
     target = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [255, 255, 255, 255]])
     pred = np.array([[0, 1, 1, 1], [0, 0, 1, 1], [2, 2, 1, 2], [1, 1, 1, 1]])
