@@ -50,16 +50,16 @@ class Preset:
     synth_size: int
     probe_size: str             # input of the dense probes (whole images)
     head_epochs: int
-    head_size: str
+    head_size: str              # input of the dense heads (the pose head: pose_crop_size)
     seeds: tuple[int, ...] = (0,)
     threads: int = 2
     device: str = "cpu"
     extra_pretrain: list[str] = field(default_factory=list)
 
     @property
-    def pose_probe_size(self) -> str:
-        """The pose probe's person crops at the pretraining view size (a person shown at the scale the
-        backbone learned from; at ``probe_size`` a crop shows them about twice as large)."""
+    def pose_crop_size(self) -> str:
+        """Person crops of the pose probe and head at the pretraining view size: a person shown at the
+        scale the backbone learned from (at ``probe_size`` a crop shows them about twice as large)."""
         return f"{self.global_size}x{self.global_size * 3 // 4}"
 
 
@@ -174,7 +174,7 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
         probe_json = out / f"probe{sfx}.json"
         probe_args = [a for label, ck in backbones.items() for a in ("--backbone", f"{label}={ck}")]
         run(py("-m", "humans.heads", "probe", *probe_args, "--data", str(data), "--size", p.probe_size,
-               "--pose-size", p.pose_probe_size,
+               "--pose-size", p.pose_crop_size,
                "--seed", "0", "--threads", str(p.threads), "--device", p.device, "--json", str(probe_json),
                "--write-results", str(out / f"probe{sfx}.md"), "--cache-dir", str(out / "feature_cache")),
             probe_json, f"6a. linear probes of every backbone on all five tasks (seed {seed})")
@@ -198,7 +198,8 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
     for task in TASKS:
         head_dir = out / "heads" / task
         run(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data", str(data),
-               "--out", str(head_dir), "--epochs", str(p.head_epochs), "--size", p.head_size,
+               "--out", str(head_dir), "--epochs", str(p.head_epochs),
+               "--size", p.pose_crop_size if task == "pose" else p.head_size,
                "--threads", str(p.threads), "--device", p.device, "--cache-dir", str(out / "feature_cache")),
             head_dir / "head.safetensors", f"6c. train the {task} head on '{best}' (features only, no image skip)")
         run(py("-m", "humans.heads", "predict", "--task", task, "--checkpoint", str(head_dir / "head.safetensors"),
