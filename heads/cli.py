@@ -144,6 +144,9 @@ def _predict_parser(sub) -> None:
     p.add_argument("--bbox", help="pose: person box x,y,w,h in image pixels (default: the whole image)")
     p.add_argument("--backbone", help="backbone checkpoint, if it moved since training")
     p.add_argument("--min-score", type=float, default=0.2, help="pose: draw keypoints above this score")
+    p.add_argument("--truth", metavar="DATA",
+                   help="a labelled DATA folder holding the images: also write <image>_<task>_vs_truth.png, "
+                        "the prediction beside the ground truth drawn the same way")
     _device_arg(p)
 
 
@@ -283,7 +286,7 @@ def _cmd_probe(a: argparse.Namespace) -> int:
 def _cmd_predict(a: argparse.Namespace) -> int:
     from humans.heads.predict import run_predict
     paths = run_predict(a.checkpoint, a.images, a.out, task=a.task, bbox=a.bbox, backbone=a.backbone,
-                        min_score=a.min_score, device=resolve_device(a.device))
+                        min_score=a.min_score, device=resolve_device(a.device), truth_data=a.truth)
     for p in paths:
         print(p)
     return 0

@@ -8,7 +8,9 @@ Interchange files besides the previews: every task writes its raw output as ``.n
 ``keypoints_results.json`` (COCO keypoint results, 308 x 3 values per person, what pycocotools'
 ``COCO.loadRes`` reads) with ``keypoints_images.json`` (the COCO ``images``/``categories`` the
 ``image_id`` values refer to); seg also writes ``<image>_seg_parts.png``, an indexed PNG whose pixel
-values are the part ids and whose palette holds the part colours.
+values are the part ids and whose palette holds the part colours. With ``--truth DATA`` (a labelled
+DATA folder holding the images), ``<image>_<task>_vs_truth.png`` shows the prediction beside the
+ground truth, drawn the same way.
 """
 from __future__ import annotations
 
@@ -50,9 +52,26 @@ def overlay(task: str, img: np.ndarray, pred: np.ndarray, min_score: float = 0.2
     return get_task(task).overlay(img, pred, min_score)
 
 
+def beside_truth(spec, data, key: str, img: np.ndarray, pred_overlay: np.ndarray,
+                 min_score: float) -> np.ndarray | None:
+    """The prediction's overlay and the ground truth's (same drawing), side by side (None: no label)."""
+    truth = spec.truth(data, key)
+    if truth is None:
+        return None
+    return np.concatenate([pred_overlay, spec.overlay(img, truth, min_score)], axis=1)
+
+
 def run_predict(checkpoint: str, images: list[str], out_dir: str, task: str | None = None, bbox: str | None = None,
-                backbone: str | None = None, min_score: float = 0.2, device: str = "cpu") -> list[Path]:
+                backbone: str | None = None, min_score: float = 0.2, device: str = "cpu",
+                truth_data: str | None = None) -> list[Path]:
+    """Predict every image; with ``truth_data`` (a DATA folder) also write ``<image>_<task>_vs_truth.png``
+    (prediction | ground truth) for the images that folder labels."""
     model = load_model(checkpoint, backbone).to(device)
+    data = None
+    if truth_data:
+        from humans.heads.data.dataset import DenseData
+
+        data = DenseData(truth_data)
     spec = model.spec
     if task and task != spec.name:
         raise ValueError(f"--task {task} but {checkpoint} is a {spec.name} head")
@@ -65,8 +84,13 @@ def run_predict(checkpoint: str, images: list[str], out_dir: str, task: str | No
         pred = predict_image(model, img, _parse_bbox(bbox, img.shape[:2]))
         stem = f"{Path(path).stem}_{spec.name}"
         np.save(out / f"{stem}.npy", pred)
-        Image.fromarray(spec.overlay(img, pred, min_score)).save(out / f"{stem}.png")
+        shown = spec.overlay(img, pred, min_score)
+        Image.fromarray(shown).save(out / f"{stem}.png")
         written += [out / f"{stem}.png", out / f"{stem}.npy"]
+        pair = beside_truth(spec, data, Path(path).stem, img, shown, min_score) if data is not None else None
+        if pair is not None:
+            Image.fromarray(pair).save(out / f"{stem}_vs_truth.png")
+            written.append(out / f"{stem}_vs_truth.png")
         written += spec.write_prediction(out, stem, pred)
         records.append({"image_id": image_id, "path": str(path), "width": int(img.shape[1]),
                         "height": int(img.shape[0]), "pred": pred})

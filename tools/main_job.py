@@ -203,7 +203,7 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
                "--threads", str(p.threads), "--device", p.device, "--cache-dir", str(out / "feature_cache")),
             head_dir / "head.safetensors", f"6c. train the {task} head on '{best}' (features only, no image skip)")
         run(py("-m", "humans.heads", "predict", "--task", task, "--checkpoint", str(head_dir / "head.safetensors"),
-               "--out", str(out / "predictions" / task), *map(str, sample_images)),
+               "--out", str(out / "predictions" / task), "--truth", str(data), *map(str, sample_images)),
             out / "predictions" / task, f"6d. {task} predictions and overlays", light=True)
     return {"pool": pool, "shards": shards, "report": report, "probe_json": probe_jsons[p.seeds[0]], "data": data,
             "study_json": study_json, "pictures": pictures}
@@ -419,8 +419,10 @@ def write_summary(out: Path, paths: dict[str, Path]) -> Path:
             shown = ", ".join(f"{k} = {v:.4g}" + (f" (mean baseline {base[k]:.4g})" if k in base else "")
                               for k, v in m.items() if "/" not in k and isinstance(v, (int, float)))
             metric_text = f"<p>{html.escape(shown)} (<code>{rel(metrics_file)}</code>)</p>"
-        imgs = "".join(f"<img src='{rel(i)}' style='max-width:48%'>"
-                       for i in sorted((out / "predictions" / task).glob("*.png"))[:4])
+        pairs = sorted((out / "predictions" / task).glob("*_vs_truth.png"))
+        shown = pairs or sorted((out / "predictions" / task).glob("*.png"))
+        imgs = ("<p>prediction (left) beside the ground truth (right), held-out images:</p>" if pairs else "") + \
+            "".join(f"<img src='{rel(i)}' style='max-width:48%'>" for i in shown[:4])
         parts.append(f"<h3>{task}</h3>{metric_text}{imgs}")
     preview = sorted((paths["data"] / "preview").glob("*.png"))
     if preview:

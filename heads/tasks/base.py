@@ -116,6 +116,14 @@ class TaskSpec:
     def overlay(self, img: np.ndarray, pred: np.ndarray, min_score: float = 0.2) -> np.ndarray:
         raise NotImplementedError
 
+    truth_key: str | None = None   # the ``load_target`` entry that has ``predict``'s format (default: name)
+
+    def truth(self, data, key: str) -> np.ndarray | None:
+        """The ground truth of image ``key`` of ``data`` in the format ``predict`` returns, for an
+        overlay beside the prediction (None: the image has no label for this task)."""
+        items = data.items(self.name, [key])
+        return self.load_target(data, items[0])[self.truth_key or self.name] if items else None
+
     def write_prediction(self, out: Path, stem: str, pred: np.ndarray) -> list[Path]:
         """Files besides ``<stem>.npy`` and ``<stem>.png`` for one image."""
         return []

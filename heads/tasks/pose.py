@@ -128,6 +128,14 @@ class PoseTask(TaskSpec):
         xy, score = T.decode_heatmaps(hm[0].numpy(), cfg.heatmap_stride)
         return np.concatenate([T.apply_affine(xy, T.invert_affine(a)), score[:, None]], axis=1)
 
+    def truth(self, data, key):
+        """The first labelled person's keypoints as [308, 3] (x, y, score 1 where labelled, else 0)."""
+        people = [p for p in data.people(key) if (p.keypoints[:, 2] > 0).any()]
+        if not people:
+            return None
+        k = people[0].keypoints.astype(np.float64)
+        return np.concatenate([k[:, :2], (k[:, 2:3] > 0).astype(np.float64)], axis=1)
+
     def overlay(self, img, pred, min_score=0.2):
         canvas = img.copy()
         r = max(1, round(min(img.shape[:2]) / 200))

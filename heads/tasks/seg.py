@@ -23,6 +23,7 @@ from humans.shared.humans.parts import NUM_PARTS, PART_COLORS, PART_NAMES
 
 class SegTask(WholeImageTask):
     name = "seg"
+    truth_key = "parts"
     channels = NUM_PARTS
     label_folder = ("parts", (".png",))
     metric_rows = (("mIoU", "seg mIoU", True), ("pixel_acc", "seg pixel acc.", True))

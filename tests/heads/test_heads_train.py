@@ -109,12 +109,17 @@ def test_predict_writes_overlays(runs, synth_data, random_tiny_backbone, tmp_pat
     res = train_run(runs, "pose", synth_data, random_tiny_backbone)
     img = synth_data / "images" / "000001.jpg"
     assert main(["predict", "--checkpoint", str(res["out"] / "head.safetensors"), "--out", str(tmp_path),
-                 "--min-score", "0", str(img)]) == 0
+                 "--min-score", "0", "--truth", str(synth_data), str(img)]) == 0
     kp = np.load(tmp_path / "000001_pose.npy")
     assert kp.shape == (308, 3)
     ov = np.asarray(Image.open(tmp_path / "000001_pose.png"))
     src = np.asarray(Image.open(img).convert("RGB"))
     assert ov.shape == src.shape and (ov != src).any()  # something was drawn
+    # --truth: the prediction's overlay beside the ground truth's, drawn the same way
+    pair = np.asarray(Image.open(tmp_path / "000001_pose_vs_truth.png"))
+    w = src.shape[1]
+    assert pair.shape == (src.shape[0], 2 * w, 3) and (pair[:, :w] == ov).all()
+    assert (pair[:, w:] != src).any() and (pair[:, w:] != ov).any()
     res = train_run(runs, "normal", synth_data, random_tiny_backbone)
     assert main(["predict", "--checkpoint", str(res["out"] / "head.safetensors"), "--out", str(tmp_path),
                  str(img)]) == 0
@@ -197,3 +202,19 @@ def test_albedo_head_beats_mean_colour(albedo_data, random_tiny_backbone, tmp_pa
     print(f"albedo: head MAE {res['metrics']['MAE']:.4f} vs mean colour {base['MAE']:.4f}")
     assert res["metrics"]["MAE"] < base["MAE"] - 0.01, (res["metrics"], base)
     assert res["metrics"]["PSNR"] > base["PSNR"]
+
+
+def test_truth_has_the_prediction_format(synth_data):
+    """``TaskSpec.truth``: what ``predict --truth`` draws beside a prediction, in ``predict``'s format."""
+    from humans.heads.tasks import get_task
+
+    data = DenseData(synth_data)
+    key = data.keys[0]
+    h, w = data.image_hw(key)
+    parts = get_task("seg").truth(data, key)
+    assert parts.shape == (h, w) and parts.max() > 0  # class ids, a person present
+    normals = get_task("normal").truth(data, key)
+    assert normals.shape == (h, w, 3) and np.allclose(np.linalg.norm(normals[parts > 0], axis=-1), 1, atol=0.02)
+    kp = get_task("pose").truth(data, key)
+    assert kp.shape == (308, 3) and set(np.unique(kp[:, 2])) <= {0.0, 1.0} and kp[:, 2].sum() > 0
+    assert get_task("seg").truth(data, "no-such-image") is None
