@@ -28,43 +28,30 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from humans.shared.humans.keypoints import BODY, FACE, HANDS  # noqa: E402
-
-GROUPS = {"body": BODY, "hands": HANDS, "face": FACE}
+GROUPS = ("PCK@0.1", "PCK@0.1/body", "PCK@0.1/hands", "PCK@0.1/face")
 
 
-def pck_by_group(heatmaps: torch.Tensor, tt, items, data, stride: int) -> dict[str, float]:
-    """PCK@0.1 (distance under 0.1 x the person box's longest side) overall and per keypoint group,
-    in crop pixels (the crop is a similarity of the image, so the ratio is the image's)."""
-    from humans.heads.data import transforms as T
+def pck_by_group(probe, tt, data, cfg) -> dict[str, float]:
+    """PCK@0.1 overall and per keypoint group of ``probe`` on ``tt``, through the probe's own
+    evaluation (``heads.evaluate.evaluate_outputs``: decoded, mapped back to the image, PoseMetric)."""
+    from humans.heads.evaluate import evaluate_outputs
 
-    k = tt.targets["kpts"].numpy()
-    hits: dict[str, list[bool]] = {g: [] for g in ("all", *GROUPS)}
-    for i, it in enumerate(items):
-        xy, _ = T.decode_heatmaps(heatmaps[i].numpy(), stride)
-        box = data.people(it.key)[it.person].bbox
-        norm = max(box[2], box[3]) * tt.extra["affine"][i][0, 0]
-        vis = k[i, :, 2] > 0
-        ok = np.linalg.norm(xy - k[i, :, :2], axis=1) <= 0.1 * norm
-        hits["all"] += list(ok[vis])
-        for g, idx in GROUPS.items():
-            sel = list(idx)
-            hits[g] += list(ok[sel][vis[sel]])
-    return {g: round(float(np.mean(v)), 4) if v else float("nan") for g, v in hits.items()}
+    m = evaluate_outputs(lambda f, img: probe(f.float(), cfg.heatmap_hw), tt, data, cfg)
+    return {g.split("/")[-1] if "/" in g else "all": round(float(m[g]), 4) for g in GROUPS}
 
 
 def part_fractions(data, items, tt, size: tuple[int, int], token: int) -> torch.Tensor:
     """[N, 29, H/token, W/token]: the share of each part class in every token of each person crop."""
+    from humans.heads.data.io import read_parts
     from humans.shared.humans.parts import NUM_PARTS
 
     out = []
     for i, it in enumerate(items):
-        parts = np.array(Image.open(data.label_path("seg", it.key)))
+        parts = read_parts(data.label_path("seg", it.key), NUM_PARTS)
         crop = cv2.warpAffine(parts, tt.extra["affine"][i], (size[1], size[0]), flags=cv2.INTER_NEAREST,
                               borderValue=0)
         onehot = torch.from_numpy(np.eye(NUM_PARTS, dtype=np.float32)[crop]).permute(2, 0, 1)[None]
@@ -108,11 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         tt = prepare_task(data, train_items, cfg, extractor, cache)
         vt = prepare_task(data, val_items, cfg, extractor, cache)
         probe = fit_task(tt, cfg, 0)
-        results[arm] = pck_by_group(probe(vt.feats.float(), cfg.heatmap_hw), vt, val_items, data, a.stride)
+        results[arm] = pck_by_group(probe, vt, data, cfg)
         if "mean baseline" not in results:
             base = fit_task(tt, cfg, 0, use_features=False)
-            results["mean baseline"] = pck_by_group(base(_no_features(vt.feats), cfg.heatmap_hw), vt, val_items,
-                                                    data, a.stride)
+            results["mean baseline"] = pck_by_group(lambda f, hw: base(_no_features(f), hw), vt, data, cfg)
             token = size[0] // tt.feats.shape[-2]
             for name, with_arm in (("oracle_parts", False), ("arm+oracle", True)):
                 t2, v2 = copy.copy(tt), copy.copy(vt)
@@ -122,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
                     t2.feats = torch.cat([tt.feats.float(), t2.feats], 1)
                     v2.feats = torch.cat([vt.feats.float(), v2.feats], 1)
                 oracle = fit_task(t2, cfg, 0)
-                results[name] = pck_by_group(oracle(v2.feats, cfg.heatmap_hw), v2, val_items, data, a.stride)
+                results[name] = pck_by_group(oracle, v2, data, cfg)
         print(json.dumps({k: v for k, v in results.items()}), flush=True)
     print(f"PCK@0.1 of the pose probe, crops {size[0]}x{size[1]}, stride {a.stride}, sigma {a.sigma}:")
-    print(f"{'':>16} " + " ".join(f"{g:>6}" for g in ("all", *GROUPS)))
+    print(f"{'':>16} " + " ".join(f"{g:>6}" for g in results[next(iter(results))]))
     for name, r in results.items():
-        print(f"{name:>16} " + " ".join(f"{r[g]:6.3f}" for g in ("all", *GROUPS)))
+        print(f"{name:>16} " + " ".join(f"{v:6.3f}" for v in r.values()))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
     return 0
