@@ -10,7 +10,9 @@ Interchange files besides the previews: every task writes its raw output as ``.n
 ``image_id`` values refer to); seg also writes ``<image>_seg_parts.png``, an indexed PNG whose pixel
 values are the part ids and whose palette holds the part colours. With ``--truth DATA`` (a labelled
 DATA folder holding the images), ``<image>_<task>_vs_truth.png`` shows the prediction beside the
-ground truth, drawn the same way.
+ground truth, drawn the same way; for maps labelled on the person only (normals, pointmap) a middle
+panel shows the prediction on the labelled pixels alone (the truth's background elsewhere), which is
+what the metrics score.
 """
 from __future__ import annotations
 
@@ -52,13 +54,18 @@ def overlay(task: str, img: np.ndarray, pred: np.ndarray, min_score: float = 0.2
     return get_task(task).overlay(img, pred, min_score)
 
 
-def beside_truth(spec, data, key: str, img: np.ndarray, pred_overlay: np.ndarray,
+def beside_truth(spec, data, key: str, img: np.ndarray, pred: np.ndarray, pred_overlay: np.ndarray,
                  min_score: float) -> np.ndarray | None:
-    """The prediction's overlay and the ground truth's (same drawing), side by side (None: no label)."""
+    """The prediction's overlay and the ground truth's (same drawing), side by side, with the prediction
+    on the labelled pixels only between them where the labels cover part of the image (None: no label)."""
     truth = spec.truth(data, key)
     if truth is None:
         return None
-    return np.concatenate([pred_overlay, spec.overlay(img, truth, min_score)], axis=1)
+    panels = [pred_overlay]
+    valid = spec.truth_valid(data, key)
+    if valid is not None and not valid.all() and pred.shape == truth.shape:
+        panels.append(spec.overlay(img, np.where(valid[..., None], pred, truth), min_score))
+    return np.concatenate(panels + [spec.overlay(img, truth, min_score)], axis=1)
 
 
 def run_predict(checkpoint: str, images: list[str], out_dir: str, task: str | None = None, bbox: str | None = None,
@@ -87,7 +94,7 @@ def run_predict(checkpoint: str, images: list[str], out_dir: str, task: str | No
         shown = spec.overlay(img, pred, min_score)
         Image.fromarray(shown).save(out / f"{stem}.png")
         written += [out / f"{stem}.png", out / f"{stem}.npy"]
-        pair = beside_truth(spec, data, Path(path).stem, img, shown, min_score) if data is not None else None
+        pair = beside_truth(spec, data, Path(path).stem, img, pred, shown, min_score) if data is not None else None
         if pair is not None:
             Image.fromarray(pair).save(out / f"{stem}_vs_truth.png")
             written.append(out / f"{stem}_vs_truth.png")

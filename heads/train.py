@@ -124,6 +124,9 @@ def run_train(cfg: HeadConfig, data_dir: str, out_dir: str, val_data: str | None
     cache = FeatureCache(cache_dir)
     tt = prepare_task(data, train_items, cfg, extractor, cache, flip=cfg.flip_aug, device=device)
     head = make_head(cfg, backbone)
+    prior = get_task(cfg.task).prior(tt.targets, cfg) if cfg.mean_prior and cfg.kind == "head" else None
+    if prior is not None:
+        head.set_prior(prior)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tb = tensorboard_writer(out)

@@ -65,7 +65,7 @@ class Preset:
 
 _STUDY = dict(pool_scale="demo", model="study-s8", unlabelled_count=1500, unlabelled_size=96, pretrain_steps=200,
               pretrain_batch=32, embedder_steps=100, global_size=64, local_size=32, n_local=2, prototypes=1024, synth_count=240,
-              synth_size=128, probe_size="128x96", head_epochs=4, head_size="128x96",
+              synth_size=128, probe_size="128x96", head_epochs=12, head_size="128x96",
               extra_pretrain=["--warmup-steps", "20", "--lr", "2e-3", "--num-workers", "1"])
 PRESETS = {
     "demo": Preset(**_STUDY),
@@ -421,7 +421,9 @@ def write_summary(out: Path, paths: dict[str, Path]) -> Path:
             metric_text = f"<p>{html.escape(shown)} (<code>{rel(metrics_file)}</code>)</p>"
         pairs = sorted((out / "predictions" / task).glob("*_vs_truth.png"))
         shown = pairs or sorted((out / "predictions" / task).glob("*.png"))
-        imgs = ("<p>prediction (left) beside the ground truth (right), held-out images:</p>" if pairs else "") + \
+        imgs = ("<p>prediction (left) beside the ground truth (right), held-out images; normals and pointmap: "
+                "in the middle the prediction on the labelled pixels only (what the metrics score):</p>"
+                if pairs else "") + \
             "".join(f"<img src='{rel(i)}' style='max-width:48%'>" for i in shown[:4])
         parts.append(f"<h3>{task}</h3>{metric_text}{imgs}")
     preview = sorted((paths["data"] / "preview").glob("*.png"))

@@ -9,7 +9,10 @@ backbone with rotary position encoding gives features without absolute position.
   the output size, then (with ``image_skip``) the input image concatenated and a 3x3 conv + BN + ReLU
   (a skip connection carrying pixel-level detail that coarse tokens lack), then a 1x1 convolution to
   the task's channels (seg: 29 logits; pointmap: X, Y, Z; normal: unit vectors; albedo: RGB through a
-  sigmoid);
+  sigmoid), added to ``prior``: a fixed map of raw outputs [C, h, w] (``TaskSpec.prior``: the training
+  labels' per-pixel mean, set by ``heads.train`` when ``HeadConfig.mean_prior``; zeros otherwise). The
+  1x1 convolution starts near zero, so a head starts as the mean-prediction baseline and learns the
+  residual the features explain;
 - ``LinearProbe``: one 1x1 linear layer on the features (after a parameter-free batch-norm
   standardisation, itself a fixed linear map at evaluation) and bilinear upsampling: no decoder, no
   skip connections.
@@ -81,7 +84,8 @@ class PoseHead(nn.Module):
 
 
 class DenseHead(nn.Module):
-    def __init__(self, task: str, in_channels: int, channels: int = 128, num_up: int = 2, image_skip: bool = True):
+    def __init__(self, task: str, in_channels: int, channels: int = 128, num_up: int = 2, image_skip: bool = True,
+                 prior_hw: tuple[int, int] = (1, 1)):
         super().__init__()
         self.task = task
         self.image_skip = image_skip
@@ -99,6 +103,16 @@ class DenseHead(nn.Module):
             self.refine = nn.Sequential(nn.Conv2d(c + 3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
                                         nn.ReLU(inplace=True))
         self.final = nn.Conv2d(c, get_task(task).channels, 1)
+        nn.init.normal_(self.final.weight, std=0.02)  # start close to the prior (the mean map when set)
+        nn.init.zeros_(self.final.bias)
+        self.register_buffer("prior", torch.zeros(get_task(task).channels, *(int(v) for v in prior_hw)))
+
+    def set_prior(self, prior: torch.Tensor) -> None:
+        """Set the fixed map of raw outputs [C, h, w] the head adds its output to (resized to the
+        buffer's size, which is the head's training output size)."""
+        if prior.dim() != 3 or prior.shape[0] != self.prior.shape[0]:
+            raise ValueError(f"{self.task} head prior: expected [{self.prior.shape[0]}, h, w], got {list(prior.shape)}")
+        self.prior.copy_(_resize(prior[None].to(self.prior), tuple(self.prior.shape[-2:]))[0])
 
     def forward(self, feats: torch.Tensor, out_hw: tuple[int, int], image: torch.Tensor | None = None) -> torch.Tensor:
         y = _resize(self.up(self.stem(add_coords(feats))), out_hw)
@@ -106,7 +120,7 @@ class DenseHead(nn.Module):
             if image is None:
                 raise ValueError(f"the {self.task} head has an image skip connection: pass the input image")
             y = self.refine(torch.cat([y, _resize(image, out_hw) - 0.5], dim=1))
-        return finish(self.task, self.final(y))
+        return finish(self.task, self.final(y) + _resize(self.prior[None], out_hw))
 
 
 class LinearProbe(nn.Module):
@@ -124,8 +138,9 @@ class LinearProbe(nn.Module):
 
 
 def build_head(task: str, kind: str, in_channels: int, cell_size: int, channels: int | None = None,
-               image_skip: bool = True) -> nn.Module:
-    """The head of ``task`` (``kind`` "head" or "linear") for features with ``in_channels`` channels."""
+               image_skip: bool = True, out_hw: tuple[int, int] = (1, 1)) -> nn.Module:
+    """The head of ``task`` (``kind`` "head" or "linear") for features with ``in_channels`` channels;
+    ``out_hw``: its training output size (the size of a dense head's prior map)."""
     spec = get_task(task)
     if kind == "linear":
         return LinearProbe(task, in_channels)
@@ -136,5 +151,5 @@ def build_head(task: str, kind: str, in_channels: int, cell_size: int, channels:
     if spec.decoder == "deconv":
         return PoseHead(in_channels, spec.channels, width, n)
     if spec.decoder == "dense":
-        return DenseHead(task, in_channels, width, n, image_skip)
+        return DenseHead(task, in_channels, width, n, image_skip, out_hw)
     raise ValueError(f"task {task!r}: decoder {spec.decoder!r}; allowed {', '.join(DECODERS)}")

@@ -20,7 +20,7 @@ from torch import nn
 
 from humans.heads.config import HeadConfig
 from humans.heads.data.features import FeatureExtractor
-from humans.heads.models.heads import build_head
+from humans.heads.models.heads import DenseHead, build_head
 from humans.heads.tasks import get_task
 from humans.shared.atomic import atomic_path
 from humans.shared.backbone import load_state_strict
@@ -43,7 +43,7 @@ class HeadModel(nn.Module):
 
 def make_head(cfg: HeadConfig, backbone: nn.Module) -> nn.Module:
     ex = FeatureExtractor(backbone, cfg.layers)
-    return build_head(cfg.task, cfg.kind, ex.out_channels, ex.stride, cfg.channels, cfg.image_skip)
+    return build_head(cfg.task, cfg.kind, ex.out_channels, ex.stride, cfg.channels, cfg.image_skip, cfg.out_hw())
 
 
 def save_head(path: str | Path, head: nn.Module, cfg: HeadConfig) -> Path:
@@ -87,6 +87,8 @@ def load_model(checkpoint: str | Path, backbone_path: str | None = None) -> Head
     cfg, tensors = read_head(checkpoint)
     backbone = load_backbone_for(cfg, backbone_path)
     head = make_head(cfg, backbone)
+    if isinstance(head, DenseHead) and "prior" not in tensors:  # written before dense heads had a prior map:
+        tensors["prior"] = head.prior                            # zeros are exactly how they were trained
     load_state_strict(head, tensors, str(checkpoint), f"{cfg.task} {cfg.kind} head")
     model = HeadModel(FeatureExtractor(backbone, cfg.layers, cfg.pixel_mean, cfg.pixel_std), head, cfg)
     return model.eval()

@@ -23,6 +23,9 @@ class AlbedoTask(MapTask):
     def finish(self, y: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(y)
 
+    def unfinish(self, mean: torch.Tensor) -> torch.Tensor:
+        return torch.logit(mean.clamp(0.01, 0.99))
+
     def read(self, path, hw):
         return read_albedo(path, hw)
 

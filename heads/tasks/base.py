@@ -12,7 +12,8 @@ A spec declares, per task:
 - **loss**: ``loss`` (weights from ``heads.config.LossConfig``);
 - **metrics and evaluation**: ``metric`` (the accumulator), ``metric_rows`` (what tables show and
   which way is better), ``update_metric`` (one output against its labels), ``flip_test`` and
-  ``flip_back``, ``mean_output`` (the mean-prediction baseline), ``eval_files``/``eval_record``;
+  ``flip_back``, ``mean_output`` (the mean-prediction baseline), ``prior`` (the raw-output map a
+  dense head starts from: the same per-pixel mean), ``eval_files``/``eval_record``;
 - **visualisation**: ``overlay``;
 - **export form**: ``model_output`` (what ``HeadModel`` and hence ONNX/TorchScript return),
   ``predict`` (one image -> the interchange array), ``write_prediction``/``write_predictions``
@@ -32,6 +33,9 @@ import torch.nn.functional as F
 
 from humans.heads.data import transforms as T
 from humans.heads.data.features import to_tensor
+
+
+PRIOR_SHRINK = 8.0  # a dense head's prior: per-pixel means shrunk towards the global mean by 8 pseudo-labels
 
 
 class TaskSpec:
@@ -100,6 +104,12 @@ class TaskSpec:
         """The mean-prediction baseline's one output [C, h, w] from the training targets."""
         raise NotImplementedError
 
+    def prior(self, targets: dict[str, torch.Tensor], cfg) -> torch.Tensor | None:
+        """Raw (before ``finish``) outputs [C, h, w] whose finished form is the per-pixel mean of the
+        training targets: the map a dense head adds its output to (``HeadConfig.mean_prior``), so it
+        starts as the mean-prediction baseline. None: the task's head has no prior (pose)."""
+        return None
+
     def eval_files(self, out_json: str | None) -> Path | None:
         """Folder for the metric's interchange files beside an eval JSON (None: the task writes none)."""
         return None
@@ -123,6 +133,10 @@ class TaskSpec:
         overlay beside the prediction (None: the image has no label for this task)."""
         items = data.items(self.name, [key])
         return self.load_target(data, items[0])[self.truth_key or self.name] if items else None
+
+    def truth_valid(self, data, key: str) -> np.ndarray | None:
+        """The labelled pixels [H, W] of image ``key`` for a map task (None: not a map task, or no label)."""
+        return None
 
     def write_prediction(self, out: Path, stem: str, pred: np.ndarray) -> list[Path]:
         """Files besides ``<stem>.npy`` and ``<stem>.png`` for one image."""
@@ -224,16 +238,37 @@ class MapTask(WholeImageTask):
     def update_dense(self, metric, up: torch.Tensor, target: dict) -> None:
         metric.update(self.decode(up), target[self.name], target["valid"])
 
-    def mean_output(self, targets: dict[str, torch.Tensor], cfg, per_pixel: bool) -> torch.Tensor:
+    def truth_valid(self, data, key: str) -> np.ndarray | None:
+        items = data.items(self.name, [key])
+        return np.asarray(self.load_target(data, items[0])["valid"], bool) if items else None
+
+    def mean_map(self, targets: dict[str, torch.Tensor], per_pixel: bool, shrink: float = 0.0) -> torch.Tensor:
+        """The mean of the valid training labels [C, h, w]: per pixel position (the global mean where a
+        position has no valid label) or one global mean everywhere. ``shrink`` = k > 0 pulls each
+        position's mean towards the global one as if k more labels held the global mean there (a
+        position labelled in few images gets a noisy mean otherwise)."""
         v = targets["valid"].float()[..., None]
         x = targets[self.name].float()
         glob = (x * v).sum((0, 1, 2)) / v.sum().clamp_min(1)
         if per_pixel:
             cnt = v.sum(0)
-            const = torch.where(cnt > 0, (x * v).sum(0) / cnt.clamp_min(1), glob)
+            if shrink > 0:
+                const = ((x * v).sum(0) + shrink * glob) / (cnt + shrink)
+            else:
+                const = torch.where(cnt > 0, (x * v).sum(0) / cnt.clamp_min(1), glob)
         else:
             const = glob.expand(x.shape[1:])
-        return self.finish_mean(const.permute(2, 0, 1))
+        return const.permute(2, 0, 1)
+
+    def mean_output(self, targets: dict[str, torch.Tensor], cfg, per_pixel: bool) -> torch.Tensor:
+        return self.finish_mean(self.mean_map(targets, per_pixel))
+
+    def prior(self, targets: dict[str, torch.Tensor], cfg) -> torch.Tensor | None:
+        return self.unfinish(self.mean_map(targets, per_pixel=True, shrink=PRIOR_SHRINK))
+
+    def unfinish(self, mean: torch.Tensor) -> torch.Tensor:
+        """Raw outputs whose ``finish`` is (close to) ``mean`` [C, h, w] (identity; albedo: logit)."""
+        return mean
 
     def finish_mean(self, const: torch.Tensor) -> torch.Tensor:
         """The mean map [3, h, w] made a valid output of the task."""

@@ -17,7 +17,7 @@ from humans.heads.data import transforms as T
 from humans.heads.data.io import read_parts
 from humans.heads.losses import seg_loss
 from humans.heads.metrics import SegMetric
-from humans.heads.tasks.base import WholeImageTask
+from humans.heads.tasks.base import PRIOR_SHRINK, WholeImageTask
 from humans.shared.humans.parts import NUM_PARTS, PART_COLORS, PART_NAMES
 
 
@@ -55,6 +55,17 @@ class SegTask(WholeImageTask):
         if not per_pixel:
             freq = freq.mean((0, 1), keepdim=True).expand_as(freq)
         return torch.log(freq.permute(2, 0, 1) + 1e-6)
+
+    def prior(self, targets, cfg) -> torch.Tensor:
+        """Log of the per-pixel class frequencies (shrunk towards the global ones by ``PRIOR_SHRINK``
+        pseudo-labels, as the map tasks' means), mixed 95 : 5 with uniform so that no class starts at a
+        logit the first steps cannot move."""
+        parts = targets["parts"].long()
+        ok = (parts < NUM_PARTS).float()  # 255: ignored
+        counts = (F.one_hot(parts.clamp(0, NUM_PARTS - 1), NUM_PARTS).float() * ok[..., None]).sum(0)
+        glob = counts.sum((0, 1)) / counts.sum().clamp_min(1)
+        freq = ((counts + PRIOR_SHRINK * glob) / (ok.sum(0)[..., None] + PRIOR_SHRINK)).permute(2, 0, 1)
+        return torch.log(0.95 * freq + 0.05 / NUM_PARTS)
 
     def decode(self, up: torch.Tensor) -> np.ndarray:
         return up.argmax(0).numpy().astype(np.uint8)

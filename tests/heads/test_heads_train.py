@@ -122,9 +122,18 @@ def test_predict_writes_overlays(runs, synth_data, random_tiny_backbone, tmp_pat
     assert (pair[:, w:] != src).any() and (pair[:, w:] != ov).any()
     res = train_run(runs, "normal", synth_data, random_tiny_backbone)
     assert main(["predict", "--checkpoint", str(res["out"] / "head.safetensors"), "--out", str(tmp_path),
-                 str(img)]) == 0
+                 "--truth", str(synth_data), str(img)]) == 0
     n = np.load(tmp_path / "000001_normal.npy")
     assert n.shape == src.shape and np.allclose(np.linalg.norm(n, axis=-1), 1, atol=1e-3)
+    # normals are labelled on the person only: prediction | prediction on the labelled pixels | truth
+    trio = np.asarray(Image.open(tmp_path / "000001_normal_vs_truth.png")).astype(int)
+    assert trio.shape == (src.shape[0], 3 * w, 3)
+    pred_ov, masked, truth_ov = trio[:, :w], trio[:, w:2 * w], trio[:, 2 * w:]
+    from humans.heads.tasks import get_task
+
+    person = get_task("normal").truth_valid(DenseData(synth_data), "000001")
+    assert 0.01 < person.mean() < 0.9 and (truth_ov[~person] == 127).all()  # unlabelled: (0 + 1) * 127.5
+    assert (masked[~person] == truth_ov[~person]).all() and (masked[person] == pred_ov[person]).all()
 
 
 def test_export_onnx_matches_pytorch(runs, synth_data, random_tiny_backbone, tmp_path):

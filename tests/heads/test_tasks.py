@@ -137,3 +137,68 @@ def test_a_new_task_is_one_spec(luma, synth_data, random_tiny_backbone, one_thre
     with torch.no_grad():
         y = model(torch.rand(2, 3, 64, 64))
     assert y.shape == (2, 1, 64, 64) and 0 <= float(y.min()) and float(y.max()) <= 1
+
+
+@pytest.mark.parametrize("task", ["seg", "pointmap", "normal", "albedo"])
+def test_a_dense_head_starts_at_its_mean_map_prior(task, synth_data, random_tiny_backbone, one_thread):
+    """A dense head adds its output to ``TaskSpec.prior`` (the training labels' per-pixel mean, shrunk
+    towards the global mean): with a zero output layer it predicts exactly that map, finished by the
+    task's output map, and the prior survives a save / load of the head."""
+    from humans.heads.models.model import load_model, save_head
+    from humans.heads.tasks.base import PRIOR_SHRINK
+    from humans.shared.backbone import load_backbone
+
+    data = DenseData(synth_data)
+    tr, _ = data.split(0.25, 0)
+    cfg = HeadConfig(task=task, backbone=str(random_tiny_backbone), layers=[-1], size=(64, 48), channels=16)
+    backbone = load_backbone(cfg.backbone)
+    ex = FeatureExtractor(backbone, cfg.layers)
+    tt = prepare_task(data, data.items(task, tr), cfg, ex, flip=True)
+    spec = get_task(task)
+    prior = spec.prior(tt.targets, cfg)
+    assert prior.shape == (spec.channels, *cfg.out_hw())
+    head = make_head(cfg, backbone).eval()
+    head.set_prior(prior)
+    torch.nn.init.zeros_(head.final.weight)
+    with torch.no_grad():
+        y = head(tt.feats[:2].float(), cfg.out_hw(), tt.images(torch.arange(2)))
+    want = spec.finish(prior[None]).expand_as(y)
+    assert torch.allclose(y, want, atol=1e-5)
+    if task == "seg":  # most frequent class per pixel, from the label counts
+        parts = tt.targets["parts"].long()
+        counts = torch.nn.functional.one_hot(parts, spec.channels).float().sum(0)
+        glob = counts.sum((0, 1)) / counts.sum()
+        shrunk = (counts + PRIOR_SHRINK * glob) / (counts.sum(-1, keepdim=True) + PRIOR_SHRINK)
+        assert torch.equal(y[0].argmax(0), shrunk.argmax(-1))
+    else:  # per-pixel mean where many images label the pixel, the global mean where none does
+        v = tt.targets["valid"].float()[..., None]
+        x = tt.targets[task].float()
+        cnt = v.sum(0)[..., 0]
+        mean = ((x * v).sum(0) / cnt.clamp_min(1)[..., None]).permute(2, 0, 1)
+        glob = ((x * v).sum((0, 1, 2)) / v.sum())[:, None]
+        raw = prior if task != "albedo" else torch.sigmoid(prior)
+        many, none = cnt >= 3 * PRIOR_SHRINK, cnt == 0
+        assert many.sum() > 20  # pixels labelled in many images: nearer their own mean than the global one
+        assert (raw[:, many] - mean[:, many]).abs().sum() < 0.5 * (raw[:, many] - glob).abs().sum()
+        if none.any():
+            assert torch.allclose(raw[:, none], glob.expand(-1, int(none.sum())), atol=2e-3 if task == "albedo" else 1e-5)
+    ckpt = save_head(Path(synth_data).parent / f"prior_{task}.safetensors", head, cfg)
+    assert torch.equal(load_model(ckpt).head.prior, head.prior)
+
+
+def test_a_dense_head_checkpoint_without_prior_loads_with_zeros(synth_data, random_tiny_backbone, tmp_path):
+    """Dense-head checkpoints written before the prior map existed load as they were trained (prior 0)."""
+    from safetensors.torch import save_file
+
+    from humans.heads.models.model import HEAD_FORMAT, load_model, read_head, save_head
+    from humans.shared.backbone import load_backbone
+
+    cfg = HeadConfig(task="normal", backbone=str(random_tiny_backbone), layers=[-1], size=(64, 48), channels=16)
+    head = make_head(cfg, load_backbone(cfg.backbone))
+    head.set_prior(torch.ones(3, 4, 4))
+    path = save_head(tmp_path / "new.safetensors", head, cfg)
+    _, tensors = read_head(path)
+    old = {k: v for k, v in tensors.items() if k != "prior"}
+    save_file(old, str(tmp_path / "old.safetensors"), metadata={"format": HEAD_FORMAT, "config": cfg.model_dump_json()})
+    assert torch.allclose(load_model(path).head.prior, torch.ones(3, *cfg.out_hw()))
+    assert float(load_model(tmp_path / "old.safetensors").head.prior.abs().max()) == 0.0
