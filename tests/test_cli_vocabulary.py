@@ -138,3 +138,15 @@ def test_console_commands_and_pipelines_yaml_ship():
 
     assert DEFAULT_CONFIG.is_file() and DEFAULT_CONFIG.parent.name == "curation"  # inside the package
     assert "*.yaml" in meta["tool"]["setuptools"]["package-data"]["*"]
+
+
+def test_main_job_head_epochs_option(tmp_path, capsys):
+    """``humans --head-epochs N`` overrides the preset's head epochs; below 1 it is refused, naming the
+    allowed values, before any step runs."""
+    from humans.tools.main_job import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "run"), "--head-epochs", "0"])
+    assert exc.value.code == 2
+    assert "--head-epochs 0: allowed >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -13,6 +13,7 @@ it is read from a file the run wrote, named beside it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -302,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="sizes of every step: demo (README default: one seed, about 17 min on 2 cores), study "
                          "(three seeds per arm, the error bars; given a main job's --out it reuses its seed 0), "
                          "study-gpu (the study at GPU scale), tiny (test)")
+    ap.add_argument("--head-epochs", type=int, default=None, metavar="N",
+                    help="epochs of the five heads (default: the preset's; demo 12). More epochs sharpen the "
+                         "pictures: 40 takes about 95 s per head on 2 cores (benchmarks/results/main_job.md). "
+                         "Finished heads are kept: delete OUT/heads and OUT/predictions to retrain them")
     ap.add_argument("--record", action="store_true",
                     help="also copy study.json to benchmarks/results/study.json (the figures RESULTS.md cites)")
     ap.add_argument("--fresh", action="store_true", help="delete --out first and redo every step")
@@ -309,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="call each command's main() in this process (faster start; the test uses it) "
                          "instead of one subprocess per step")
     args = ap.parse_args(argv)
+    preset = PRESETS[args.preset]
+    if args.head_epochs is not None:
+        if args.head_epochs < 1:
+            ap.error(f"--head-epochs {args.head_epochs}: allowed >= 1")
+        preset = dataclasses.replace(preset, head_epochs=args.head_epochs)
     global IN_PROCESS
     IN_PROCESS = args.in_process
     out = Path(args.out).resolve()
@@ -316,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    paths = steps(out, PRESETS[args.preset])
+    paths = steps(out, preset)
     from humans.tools.summary_page import write_summary
 
     summary = write_summary(out, paths, TASKS)
@@ -324,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         dest = ROOT / "benchmarks" / "results" / "study.json"
         doc = json.loads(paths["study_json"].read_text())
         doc["wall_s"] = round(time.time() - t0)
-        doc["machine"] = f"{os.cpu_count()} CPU cores" + (", GPU" if PRESETS[args.preset].device == "cuda" else ", no GPU")
+        doc["machine"] = f"{os.cpu_count()} CPU cores" + (", GPU" if preset.device == "cuda" else ", no GPU")
         dest.write_text(json.dumps(doc, indent=1))
         log(f"recorded {dest}")
     log(f"all steps done in {time.time() - t0:.0f} s; summary page: {summary}")
