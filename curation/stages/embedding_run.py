@@ -53,7 +53,11 @@ class EmbedWorker:
         return self.embedder.description
 
     def process(self, run_dir: str, task_id: str) -> int:
-        from humans.shared.imageio import decode_rgb
+        from humans.shared.imageio import decode_rgb_reduced
+
+        # the embedder sees size x size pixels: a JPEG decodes at the coarsest DCT scale (up to 1/8) that
+        # keeps its long side >= 4 x size, for a fraction of a full decode (web-size photos: 1/4)
+        side = 4 * int(self.embedder.size)
 
         t = storage.read_parquet(staged_path(run_dir, task_id),
                                  columns=["key", "data", "width", "height", "file_bytes"]).to_pydict()
@@ -61,7 +65,8 @@ class EmbedWorker:
         idx = [i for i, k in enumerate(t["key"]) if keep is None or k in keep]
         vecs = []
         for b0 in range(0, len(idx), self.batch):
-            ims = [decode_rgb(t["data"][i], t["key"][i]) for i in idx[b0:b0 + self.batch]]
+            ims = [decode_rgb_reduced(t["data"][i], t["key"][i], side, max_scale=8)[0]
+                   for i in idx[b0:b0 + self.batch]]
             vecs.append(self.embedder.embed(ims))
         x = np.concatenate(vecs) if vecs else np.zeros((0, self.embedder.dim), np.float32)
         v = self.embedder.views_per_image  # rows per image: a key appears once per view
