@@ -117,6 +117,24 @@ def test_random_init_backbone_embedder_is_stated_and_keeps_layout():
     assert v[0] @ v[1] > v[0] @ v[3]  # the 2x2 cells see a mirror image as a different layout
 
 
+def test_embedding_input_decoded_at_reduced_size_embeds_as_the_full_decode():
+    """The embedding stage decodes a web-size JPEG at a reduced DCT scale (long side >= 4x the embedder's
+    input): the vector moves far less than between a photo and a re-framed copy of it."""
+    from humans.shared.imageio import decode_rgb, decode_rgb_reduced
+
+    e = embedding.BackboneEmbedder(None, image_size=96, grids=(1, 2), threads=2, random_config="study-s8")
+    rgb = _photo()
+    big = np.asarray(Image.fromarray(rgb).resize((2000, 2000 * rgb.shape[0] // rgb.shape[1]), Image.BICUBIC))
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, format="JPEG", quality=90)
+    reduced, scale = decode_rgb_reduced(buf.getvalue(), "big.jpg", 4 * e.size, max_scale=8)
+    assert scale == 4 and max(reduced.shape[:2]) == 500
+    h, w = big.shape[:2]
+    reframed = big[h // 10:, w // 10:]  # a 10 % re-framing: what the stage must call a near duplicate
+    v_full, v_red, v_ref = e.embed([decode_rgb(buf.getvalue(), "big.jpg"), reduced, reframed])
+    assert np.linalg.norm(v_full - v_red) < 0.25 * np.linalg.norm(v_full - v_ref)
+
+
 def test_whitening_removes_the_shared_direction_and_adapts_to_small_pools():
     rng = np.random.default_rng(0)
     common = rng.normal(size=64)
