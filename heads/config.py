@@ -41,7 +41,7 @@ class HeadConfig(StrictModel):
     image_skip: bool = False                # dense heads: also concatenate the input image before the last
                                             # convs (off: a head learns from the backbone's features only)
     mean_prior: bool = True                 # dense heads: add the output to the training labels' per-pixel
-                                            # mean map (TaskSpec.prior), so a head starts as the mean baseline
+                                            # mean map (TaskSpec.prior), so a head starts near the mean baseline
     heatmap_sigma: float = 2.0
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -10,9 +10,9 @@ Interchange files besides the previews: every task writes its raw output as ``.n
 ``image_id`` values refer to); seg also writes ``<image>_seg_parts.png``, an indexed PNG whose pixel
 values are the part ids and whose palette holds the part colours. With ``--truth DATA`` (a labelled
 DATA folder holding the images), ``<image>_<task>_vs_truth.png`` shows the prediction beside the
-ground truth, drawn the same way; for maps labelled on the person only (normals, pointmap) a middle
-panel shows the prediction on the labelled pixels alone (the truth's background elsewhere), which is
-what the metrics score.
+ground truth, drawn the same way; for maps labelled on part of the image only (normals and pointmap;
+albedo where DATA has person masks) a middle panel shows the prediction on the labelled pixels alone
+(the truth's background elsewhere), which is what the metrics score.
 """
 from __future__ import annotations
 

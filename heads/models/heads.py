@@ -11,8 +11,8 @@ backbone with rotary position encoding gives features without absolute position.
   the task's channels (seg: 29 logits; pointmap: X, Y, Z; normal: unit vectors; albedo: RGB through a
   sigmoid), added to ``prior``: a fixed map of raw outputs [C, h, w] (``TaskSpec.prior``: the training
   labels' per-pixel mean, set by ``heads.train`` when ``HeadConfig.mean_prior``; zeros otherwise). The
-  1x1 convolution starts near zero, so a head starts as the mean-prediction baseline and learns the
-  residual the features explain;
+  1x1 convolution starts small (std 0.02), so a head starts at about the mean-prediction baseline and
+  learns the residual the features explain;
 - ``LinearProbe``: one 1x1 linear layer on the features (after a parameter-free batch-norm
   standardisation, itself a fixed linear map at evaluation) and bilinear upsampling: no decoder, no
   skip connections.

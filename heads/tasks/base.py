@@ -106,8 +106,9 @@ class TaskSpec:
 
     def prior(self, targets: dict[str, torch.Tensor], cfg) -> torch.Tensor | None:
         """Raw (before ``finish``) outputs [C, h, w] whose finished form is the per-pixel mean of the
-        training targets: the map a dense head adds its output to (``HeadConfig.mean_prior``), so it
-        starts as the mean-prediction baseline. None: the task's head has no prior (pose)."""
+        training targets, shrunk towards their global mean by ``PRIOR_SHRINK`` pseudo-labels: the map a
+        dense head adds its output to (``HeadConfig.mean_prior``), so it starts at about the
+        mean-prediction baseline. None: the task's head has no prior (pose)."""
         return None
 
     def eval_files(self, out_json: str | None) -> Path | None:
