@@ -62,12 +62,21 @@ def evaluate_outputs(fn: OutputFn, tt: TaskTensors, data: DenseData, cfg: HeadCo
     return metric.compute()
 
 
+def prepare_eval(data: DenseData, items: list[Item], cfg: HeadConfig, extractor: FeatureExtractor | None,
+                 cache: FeatureCache | None = None, device: str | torch.device = "cpu") -> TaskTensors:
+    """Features and labels of held-out ``items`` as evaluation reads them (with mirrored copies when the
+    task has a flip test and ``cfg.flip_test``)."""
+    flip = get_task(cfg.task).flip_test and cfg.flip_test
+    return prepare_task(data, items, cfg, extractor, cache, flip=flip, device=device)
+
+
 def evaluate_head(head, cfg: HeadConfig, data: DenseData, items: list[Item], extractor: FeatureExtractor | None,
                   cache: FeatureCache | None = None, device: str | torch.device = "cpu",
-                  coco_dir: str | Path | None = None) -> dict:
-    """Metrics of a trained head on ``items`` (flip test when the task has one and ``cfg.flip_test``)."""
-    flip = get_task(cfg.task).flip_test and cfg.flip_test
-    tt = prepare_task(data, items, cfg, extractor, cache, flip=flip, device=device)
+                  coco_dir: str | Path | None = None, tt: TaskTensors | None = None) -> dict:
+    """Metrics of a trained head on ``items`` (flip test when the task has one and ``cfg.flip_test``);
+    ``tt``: those items already prepared (``prepare_eval``), else they are prepared here."""
+    if tt is None:
+        tt = prepare_eval(data, items, cfg, extractor, cache, device)
     head.to(device).eval()
     out_hw = cfg.out_hw()
     return evaluate_outputs(lambda f, img: head(f, out_hw, img), tt, data, cfg, device=device, coco_dir=coco_dir)

@@ -58,11 +58,10 @@ def beside_truth(spec, data, key: str, img: np.ndarray, pred: np.ndarray, pred_o
                  min_score: float) -> np.ndarray | None:
     """The prediction's overlay and the ground truth's (same drawing), side by side, with the prediction
     on the labelled pixels only between them where the labels cover part of the image (None: no label)."""
-    truth = spec.truth(data, key)
+    truth, valid = spec.truth_and_valid(data, key)
     if truth is None:
         return None
     panels = [pred_overlay]
-    valid = spec.truth_valid(data, key)
     if valid is not None and not valid.all() and pred.shape == truth.shape:
         panels.append(spec.overlay(img, np.where(valid[..., None], pred, truth), min_score))
     return np.concatenate(panels + [spec.overlay(img, truth, min_score)], axis=1)

@@ -20,7 +20,7 @@ from torch import nn
 from humans.heads.config import HeadConfig
 from humans.heads.data.dataset import DenseData
 from humans.heads.data.features import FeatureCache, FeatureExtractor
-from humans.heads.evaluate import evaluate_head, evaluate_outputs, mean_baseline
+from humans.heads.evaluate import evaluate_head, evaluate_outputs, mean_baseline, prepare_eval
 from humans.heads.models.model import load_backbone_for, make_head, save_head
 from humans.heads.prepare import TaskTensors, prepare_task
 from humans.heads.tasks import get_task
@@ -89,13 +89,11 @@ def fit(head: nn.Module, tt: TaskTensors, cfg: HeadConfig, epochs: int | None = 
     return history
 
 
-def mean_baseline_metrics(tt: TaskTensors, cfg: HeadConfig, val_set: DenseData, val_items: list, extractor,
-                          cache, device) -> dict:
-    """The held-out metrics of the mean prediction (pose: each keypoint at its mean crop position; dense
-    tasks: the per-pixel mean map of the training targets) through the same evaluation as the head:
-    the figure a head's metrics are read against."""
-    flip = get_task(cfg.task).flip_test and cfg.flip_test
-    vt = prepare_task(val_set, val_items, cfg, extractor, cache, flip=flip, device=device)
+def mean_baseline_metrics(tt: TaskTensors, vt: TaskTensors, cfg: HeadConfig, val_set: DenseData, device) -> dict:
+    """The held-out metrics (on ``vt``, from ``prepare_eval``) of the mean prediction of the training
+    tensors ``tt`` (pose: each keypoint at its mean crop position; dense tasks: the per-pixel mean map
+    of the training targets) through the same evaluation as the head: the figure a head's metrics are
+    read against."""
     return evaluate_outputs(mean_baseline(tt, cfg, per_pixel=True), vt, val_set, cfg, device=device)
 
 
@@ -140,9 +138,11 @@ def run_train(cfg: HeadConfig, data_dir: str, out_dir: str, val_data: str | None
 
     history = fit(head, tt, cfg, device=device, on_epoch=on_epoch)
     save_head(out / "head.safetensors", head.cpu(), cfg)
-    metrics = (evaluate_head(head, cfg, val_set, val_items, extractor, cache, device=device)
-               if val_items else {})
-    baseline = mean_baseline_metrics(tt, cfg, val_set, val_items, extractor, cache, device) if val_items else {}
+    metrics, baseline = {}, {}
+    if val_items:  # the held-out split prepared once, for the head and for the mean baseline
+        vt = prepare_eval(val_set, val_items, cfg, extractor, cache, device)
+        metrics = evaluate_head(head, cfg, val_set, val_items, extractor, cache, device=device, tt=vt)
+        baseline = mean_baseline_metrics(tt, vt, cfg, val_set, device)
     if tb is not None:
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and "/" not in k:

@@ -135,9 +135,10 @@ class TaskSpec:
         items = data.items(self.name, [key])
         return self.load_target(data, items[0])[self.truth_key or self.name] if items else None
 
-    def truth_valid(self, data, key: str) -> np.ndarray | None:
-        """The labelled pixels [H, W] of image ``key`` for a map task (None: not a map task, or no label)."""
-        return None
+    def truth_and_valid(self, data, key: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``truth`` and, for a map task, its labelled pixels [H, W] (None: not a map task, or no label),
+        from one read of the labels."""
+        return self.truth(data, key), None
 
     def write_prediction(self, out: Path, stem: str, pred: np.ndarray) -> list[Path]:
         """Files besides ``<stem>.npy`` and ``<stem>.png`` for one image."""
@@ -239,9 +240,12 @@ class MapTask(WholeImageTask):
     def update_dense(self, metric, up: torch.Tensor, target: dict) -> None:
         metric.update(self.decode(up), target[self.name], target["valid"])
 
-    def truth_valid(self, data, key: str) -> np.ndarray | None:
+    def truth_and_valid(self, data, key: str) -> tuple[np.ndarray | None, np.ndarray | None]:
         items = data.items(self.name, [key])
-        return np.asarray(self.load_target(data, items[0])["valid"], bool) if items else None
+        if not items:
+            return None, None
+        target = self.load_target(data, items[0])
+        return target[self.truth_key or self.name], np.asarray(target["valid"], bool)
 
     def mean_map(self, targets: dict[str, torch.Tensor], per_pixel: bool, shrink: float = 0.0) -> torch.Tensor:
         """The mean of the valid training labels [C, h, w]: per pixel position (the global mean where a

@@ -131,7 +131,7 @@ def test_predict_writes_overlays(runs, synth_data, random_tiny_backbone, tmp_pat
     pred_ov, masked, truth_ov = trio[:, :w], trio[:, w:2 * w], trio[:, 2 * w:]
     from humans.heads.tasks import get_task
 
-    person = get_task("normal").truth_valid(DenseData(synth_data), "000001")
+    person = get_task("normal").truth_and_valid(DenseData(synth_data), "000001")[1]
     assert 0.01 < person.mean() < 0.9 and (truth_ov[~person] == 127).all()  # unlabelled: (0 + 1) * 127.5
     assert (masked[~person] == truth_ov[~person]).all() and (masked[person] == pred_ov[person]).all()
 
