@@ -194,7 +194,11 @@ def run_pipeline(pool: str, out: str, pipeline: str = "humans", config_path: str
                "shards": res["shards"]["shards"], "samples": res["shards"]["samples"],
                "shards_skipped": res["shards"]["skipped"], "shard_nodes": res["shards"]["nodes"],
                "detector": res.get("detector"), "embedding": res.get("embedding"), "phash": res.get("phash"),
-               "seconds": {k: round(v, 3) for k, v in seconds.items()}}
+               "seconds": {k: round(v, 3) for k, v in seconds.items()},
+               # of those, start-up (actors loading models, workers importing): raytools.PhaseClock
+               "startup_seconds": {k: v for k, v in (("stages_0_4", res["stages_0_4"].get("startup_s")),
+                                                      ("embedding", (res.get("embedding") or {}).get("startup_s")))
+                                   if v is not None}}
     storage.write_json(storage.join(out, RUN_NAME), {**summary, "config": cfg.model_dump(mode="json")})
     log.info("done: %d samples in %d shards (%.1fs)", summary["samples"], summary["shards"], seconds["total"])
     return summary

@@ -14,6 +14,7 @@ environment the workers get, how actors and tasks are sized and placed.
 from __future__ import annotations
 
 import os
+import time
 
 from humans.shared import storage
 from humans.shared.log import get_logger
@@ -129,3 +130,25 @@ def assigned_device(requested_gpus: float, gpu_ids: list | None = None, cuda_ava
     log.warning("a stage requested %s GPU(s) but this worker has %s: running on CPU", requested_gpus,
                 f"Ray GPU ids {gpu_ids} and no usable CUDA device" if gpu_ids else "no GPU assigned by Ray")
     return "cpu"
+
+
+class PhaseClock:
+    """How much of a phase of per-task Ray work was start-up (actors loading models, workers importing)
+    rather than work: the phase's time from its start to its last task, less its steady rate (first to last
+    completion, per task) times its tasks. A pool of billions pays the steady rate; the start-up once."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.done: list[float] = []
+
+    def tick(self) -> None:
+        """One task completed."""
+        self.done.append(time.perf_counter())
+
+    def startup_s(self) -> float | None:
+        """Seconds of start-up (None below three completed tasks: no rate to measure)."""
+        n = len(self.done)
+        if n < 3:
+            return None
+        steady = (self.done[-1] - self.done[0]) * n / (n - 1)
+        return round(max(0.0, self.done[-1] - self.t0 - steady), 3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -180,15 +181,11 @@ class TaskCommitter:
         self.detector = None
         if self.person:
             _limit_threads(self.person.resources.num_cpus)
-            try:
-                import torch
-
-                torch.set_num_threads(max(1, int(self.person.resources.num_cpus)))
-            except ImportError:  # pragma: no cover - torch is a dependency
-                pass
             from .detectors import build_detector
 
             self.detector = build_detector(self.person)
+            if "torch" in sys.modules:  # a torch detector (yolo, mtcnn); the others never pay torch's import
+                sys.modules["torch"].set_num_threads(max(1, int(self.person.resources.num_cpus)))
 
     def detector_name(self) -> str:
         return self.detector.name if self.detector else "none"

@@ -19,7 +19,7 @@ from humans.shared.log import get_logger, progress
 
 from ..config import PipelineConfig
 from ..decisions import decision_path, write_decisions
-from ..raytools import assigned_device, fit_actors, options, remote
+from ..raytools import PhaseClock, assigned_device, fit_actors, options, remote
 from ..sources import PoolTask
 from ..work import staged_path, work_path
 from . import embedding as emb_stage
@@ -196,15 +196,17 @@ def _decide(run_dir: str, task_id: str, clusters: dict, best: dict, model: str) 
     return len(rows)
 
 
-def embed_tasks(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total_cpus: float) -> str:
-    """Embed every pool task without a vector file yet; returns the model's description."""
+def embed_tasks(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total_cpus: float) -> tuple[str, float | None]:
+    """Embed every pool task without a vector file yet; returns the model's description and the seconds of
+    start-up (``raytools.PhaseClock``; None when too few tasks ran)."""
     import ray
 
     st = cfg.stage("embedding")
     res = st.resources
     pending = [t for t in tasks if not storage.is_file(emb_path(out, t.task_id))]
     if not pending:
-        return emb_stage.describe(st)
+        return emb_stage.describe(st), None
+    clock = PhaseClock()
     n_act, act_cpus = fit_actors(res.concurrency, res.num_cpus, total_cpus, 0.0)
     Worker = ray.remote(EmbedWorker).options(**options(act_cpus, res.num_gpus))
     actors = [Worker.remote(cfg, max(1, int(act_cpus))) for _ in range(n_act)]
@@ -216,13 +218,20 @@ def embed_tasks(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total_cpus
                     "near-duplicates are found from pixel-level similarity only; pass --embedding-backbone "
                     "for our pretrained backbone or --embedding-checkpoint for an open_clip model")
     refs = [actors[i % n_act].process.remote(out, t.task_id) for i, t in enumerate(pending)]
+
+    def completions():
+        left = list(refs)
+        while left:
+            ready, left = ray.wait(left, num_returns=1)
+            yield ray.get(ready[0])
+
     try:
-        for _ in progress((ray.get(r) for r in refs), desc="stage 6 embed", total=len(refs), unit="task"):
-            pass
+        for _ in progress(completions(), desc="stage 6 embed", total=len(refs), unit="task"):
+            clock.tick()
     finally:
         for a in actors:
             ray.kill(a)
-    return description
+    return description, clock.startup_s()
 
 
 def search_edges(paths: list[str], cfg: PipelineConfig) -> tuple[list, dict, dict[str, Any]]:
@@ -268,7 +277,7 @@ def group_embeddings(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total
         log.info("stage 6 embedding: already done (resume)")
         return storage.read_json(marker)
     res = cfg.stage("embedding").resources
-    description = embed_tasks(tasks, cfg, out, total_cpus)
+    description, startup_s = embed_tasks(tasks, cfg, out, total_cpus)
     t0 = time.perf_counter()
     edges, attrs, info = search_edges([emb_path(out, t.task_id) for t in tasks], cfg)
     clusters = resolve_clusters(((a, b) for a, b, _ in edges), {k: rank_of(a) for k, a in attrs.items()})
@@ -281,7 +290,7 @@ def group_embeddings(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total
     ray.get([decide.remote(out, t.task_id, cref, bref, description) for t in tasks])
     info.update(edges=len(edges), clustered=len(clusters), model=description,
                 removed=sum(1 for k, (r, _) in clusters.items() if r != k),
-                search_seconds=round(time.perf_counter() - t0, 3))
+                search_seconds=round(time.perf_counter() - t0, 3), startup_s=startup_s)
     storage.write_json(marker, info)
     log.info("stage 6 embedding: %s search over %d vectors, %d edges, %d removed", info["index"],
              info["vectors"], info["edges"], info["removed"])

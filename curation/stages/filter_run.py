@@ -11,7 +11,7 @@ from humans.shared import storage
 from humans.shared.log import get_logger, progress
 
 from ..config import PipelineConfig
-from ..raytools import fit_actors, options, remote
+from ..raytools import PhaseClock, fit_actors, options, remote
 from ..sources import PoolTask
 from ..work import TaskCommitter, done_path, env_int, filter_task
 
@@ -20,7 +20,8 @@ FAIL_AFTER_ENV = "HUMANS_CURATION_FAIL_AFTER_TASKS"  # fault injection: hard exi
 
 
 def run_filter_stages(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total_cpus: float) -> dict:
-    """Stages 0-4 over every pool task not done yet; returns ``{"ran": n, "skipped": n}``."""
+    """Stages 0-4 over every pool task not done yet; returns ``{"ran": n, "skipped": n, "startup_s": s}``
+    (``raytools.PhaseClock``)."""
     import ray
 
     pending = [(i, t) for i, t in enumerate(tasks) if not storage.is_file(done_path(out, t.task_id))]
@@ -28,6 +29,7 @@ def run_filter_stages(tasks: list[PoolTask], cfg: PipelineConfig, out: str, tota
              len(tasks), len(tasks) - len(pending), len(pending))
     if not pending:
         return {"ran": 0, "skipped": len(tasks)}
+    clock = PhaseClock()
     person = cfg.stage("person")
     pres = person.resources if person else cfg.filter_resources
     n_act, act_cpus = fit_actors(pres.concurrency, pres.num_cpus, total_cpus, cfg.filter_resources.num_cpus)
@@ -68,6 +70,7 @@ def run_filter_stages(tasks: list[PoolTask], cfg: PipelineConfig, out: str, tota
     try:
         for _counts in progress(completions(), desc="stages 0-4", total=len(pending), unit="task"):
             done += 1
+            clock.tick()
             if fail_after is not None and done >= fail_after:
                 log.error("%s=%d: exiting hard after %d committed tasks (fault injection)",
                           FAIL_AFTER_ENV, fail_after, done)
@@ -75,4 +78,4 @@ def run_filter_stages(tasks: list[PoolTask], cfg: PipelineConfig, out: str, tota
     finally:
         for a in actors:
             ray.kill(a)
-    return {"ran": done, "skipped": len(tasks) - len(pending)}
+    return {"ran": done, "skipped": len(tasks) - len(pending), "startup_s": clock.startup_s()}

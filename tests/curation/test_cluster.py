@@ -78,3 +78,16 @@ def test_actors_leave_room_for_the_tasks_they_wait_on():
     assert fit_actors(2, 1.0, total_cpus=2, reserve=1.5) == (1, 0.5)
     # one CPU in all (--threads 1) and a 1-CPU filter task to feed the actor: the actor takes none
     assert fit_actors(1, 1.0, total_cpus=1, reserve=1) == (1, 0.0)
+
+
+def test_phase_clock_separates_start_up_from_the_steady_rate():
+    from humans.curation.raytools import PhaseClock
+
+    clock = PhaseClock()
+    clock.t0 = 100.0
+    clock.done = [105.0, 106.0]
+    assert clock.startup_s() is None  # one interval is no rate
+    clock.done = [105.0, 106.0, 107.0, 108.0]  # a task a second once running: 4 s of work in 8 s
+    assert clock.startup_s() == 4.0
+    clock.done = [101.0, 102.0, 103.0]  # no start-up beyond one task's own time
+    assert clock.startup_s() == 0.0

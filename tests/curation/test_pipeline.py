@@ -145,3 +145,11 @@ def test_each_stage_is_scored_against_the_labels(curated_run_dir, demo_pool_dir,
             assert s["recall"] >= r_floor, (stage, s)
     assert scores["stages"]["framing"]["recall_reached"] >= FRAMING_RECALL_REACHED[DEFAULT_DETECTOR]
     assert scores["kept"]["precision"] >= 0.9 and scores["kept"]["recall"] >= 0.8  # [1.00, 1.00 (0.90)]
+
+
+def test_the_run_records_its_start_up_apart_from_its_work(curated_run_dir):
+    run = json.loads((curated_run_dir / "run.json").read_text())
+    startup, seconds = run["startup_seconds"], run["seconds"]
+    assert set(startup) == {"stages_0_4", "embedding"}  # both phases ran >= 3 tasks
+    for phase, step in (("stages_0_4", "stages_0_4"), ("embedding", "embedding")):
+        assert 0.0 <= startup[phase] < seconds[step]
