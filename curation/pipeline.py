@@ -200,5 +200,7 @@ def run_pipeline(pool: str, out: str, pipeline: str = "humans", config_path: str
                                                       ("embedding", (res.get("embedding") or {}).get("startup_s")))
                                    if v is not None}}
     storage.write_json(storage.join(out, RUN_NAME), {**summary, "config": cfg.model_dump(mode="json")})
-    log.info("done: %d samples in %d shards (%.1fs)", summary["samples"], summary["shards"], seconds["total"])
+    log.info("done: %d samples in %d shards (%.1fs; start-up of the actors %.1fs, see startup_seconds in %s)",
+             summary["samples"], summary["shards"], seconds["total"], sum(summary["startup_seconds"].values()),
+             RUN_NAME)
     return summary
