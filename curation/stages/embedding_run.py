@@ -275,7 +275,7 @@ def group_embeddings(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total
     marker = work_path(out, "embedding.done.json")
     if storage.is_file(marker):
         log.info("stage 6 embedding: already done (resume)")
-        return storage.read_json(marker)
+        return {**storage.read_json(marker), "startup_s": None}  # this run started no actors
     res = cfg.stage("embedding").resources
     description, startup_s = embed_tasks(tasks, cfg, out, total_cpus)
     t0 = time.perf_counter()

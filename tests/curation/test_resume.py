@@ -80,6 +80,7 @@ def test_rerun_skips_whole_shards_and_rebuilds_a_missing_one(demo_pool_dir, cura
     before = {p.name: file_sha256(p) for p in list_shards(out)}
     summary = run_pipeline(str(demo_pool_dir), str(out), pipeline=PIPE)
     assert summary["tasks_resumed"] == summary["tasks"] and summary["shards_skipped"] == summary["shards"]
+    assert summary["startup_seconds"] == {}  # nothing ran, so no start-up is reported (not the first run's)
     assert {p.name: file_sha256(p) for p in list_shards(out)} == before
     victim = sorted(before)[1]
     (out / victim).unlink()
