@@ -124,12 +124,25 @@ def scale_aligned(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> 
     return pred * (num / den).view(-1, 1, 1, 1)
 
 
+def pointmap_scale(points: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Per image, the RMS length of its labelled points (``points`` [N, 3, H, W], ``valid`` [N, H, W] or
+    [N, 1, H, W]; None: all); 1 where nothing is labelled. Dividing by it keeps each pointmap's shape and
+    drops its scale (the person's distance), which one image cannot tell and the metric ignores."""
+    m = _as_mask(valid, points)[:, 0]
+    n = m.sum(dim=(1, 2))
+    sq = (points.float() ** 2).sum(dim=1).mul(m).sum(dim=(1, 2))
+    return torch.where(n > 0, (sq / n.clamp(min=1)).sqrt(), torch.ones_like(n)).clamp(min=1e-6)
+
+
 def pointmap_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossConfig = LossConfig()) -> Tensor:
-    """L2 + gradient on the scale-aligned prediction (as the metric), plus ``w.pointmap_abs`` x plain L2
-    anchoring the absolute scale."""
+    """L2 + gradient on the scale-aligned prediction (as the metric), plus ``w.pointmap_abs`` x plain L2 to
+    the target over its own scale (``pointmap_scale``), anchoring the prediction's scale at 1 without
+    asking it for each person's distance: with the raw target there, the head spent its fit on distance
+    and scored worse than the mean shape (2026-12-04 night, benchmarks/results/main_job.md)."""
     aligned = scale_aligned(pred, target, valid)
+    shape = target / pointmap_scale(target, valid).view(-1, 1, 1, 1).to(target.dtype)
     return (w.l2 * masked_mse(aligned, target, valid) + w.gradient * gradient_loss(aligned, target, valid)
-            + w.pointmap_abs * masked_mse(pred, target, valid))
+            + w.pointmap_abs * masked_mse(pred, shape, valid))
 
 
 def normal_loss(pred: Tensor, target: Tensor, valid: Tensor | None, w: LossConfig = LossConfig()) -> Tensor:

@@ -24,6 +24,7 @@ from humans.heads.data.dataset import DenseData
 from humans.heads.data.features import FeatureCache, FeatureExtractor
 from humans.heads.data.transforms import gaussian_heatmaps
 from humans.heads.evaluate import evaluate_outputs
+from humans.heads.losses import pointmap_scale
 from humans.heads.probe_solver import (LinearMap, fit_ridge, fit_softmax, shuffle_factor, targets_to_token_rows,
                                        to_token_rows)
 from humans.heads.prepare import TaskTensors, prepare_task
@@ -118,6 +119,10 @@ def fit_task(tt: TaskTensors, cfg: HeadConfig, seed: int = 0, use_features: bool
         else:
             valid = targets_to_token_rows(t["valid"][:, None].float(), (h, w), r, "nearest")
             y = t[cfg.task].float().permute(0, 3, 1, 2) * t["valid"][:, None].float()
+            if cfg.task == "pointmap":  # the metric is scale-invariant: fit each image's shape, not its scale
+                # (fitted on raw points, the ridge probe spent its fit on each person's distance and scored
+                # worse than the mean map even on features holding the exact shape: test_probe_solver.py)
+                y = y / pointmap_scale(y, t["valid"])[:, None, None, None]
             lmap = fit_ridge(x, targets_to_token_rows(y, (h, w), r, "nearest"), r, h * w, valid=valid, seed=seed)
     lmap.report.update(input_size=list(cfg.size), token_grid=[h, w])
     return lmap

@@ -7,10 +7,11 @@ small absolute L2; metric: scale-invariant error (and error at the labelled keyp
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from humans.heads.data import transforms as T
 from humans.heads.data.io import DENSE_EXTS
-from humans.heads.losses import pointmap_loss
+from humans.heads.losses import pointmap_loss, pointmap_scale
 from humans.heads.metrics import PointmapMetric
 from humans.heads.tasks.base import MapTask
 
@@ -29,6 +30,15 @@ class PointmapTask(MapTask):
 
     def flip_map(self, arr: np.ndarray) -> np.ndarray:
         return T.flip_vector_map(arr)
+
+    def mean_map(self, targets: dict[str, torch.Tensor], per_pixel: bool, shrink: float = 0.0) -> torch.Tensor:
+        """The mean of the training pointmaps each divided by its scale (``pointmap_scale``): the mean
+        prediction and the heads' prior. The raw mean blurs people at different distances into a worse
+        shape: 0.151 against 0.233 si-error on the main job's head split, 0.157 against 0.250 on the
+        probe's (2026-12-04 night)."""
+        x = targets[self.name].float()
+        s = pointmap_scale(x.permute(0, 3, 1, 2), targets["valid"])
+        return super().mean_map({**targets, self.name: x / s[:, None, None, None]}, per_pixel, shrink)
 
     def loss(self, pred, batch, w):
         return pointmap_loss(pred, batch["pointmap"], batch["valid"], w)

@@ -103,9 +103,13 @@ def test_pointmap_loss_is_scale_invariant_but_anchored():
     t = torch.rand(2, 3, 6, 5, generator=g) + 1.0
     valid = torch.ones(2, 1, 6, 5, dtype=torch.bool)
     w = LossConfig()
+    # the anchor asks for each image's shape at unit RMS length, not for its distance
+    shape = t / L.pointmap_scale(t, valid).view(2, 1, 1, 1)
+    assert torch.allclose((shape ** 2).sum(1).mean((1, 2)), torch.ones(2))
     # a prediction off by a per-image scale: aligned L2 and gradient terms vanish, the anchor remains
-    p = t * torch.tensor([0.5, 3.0]).view(2, 1, 1, 1)
+    p = shape * torch.tensor([0.5, 3.0]).view(2, 1, 1, 1)
     assert torch.allclose(L.scale_aligned(p, t, valid), t, atol=1e-5)
-    expected = w.pointmap_abs * L.masked_mse(p, t, valid)
+    expected = w.pointmap_abs * L.masked_mse(p, shape, valid)
     assert L.pointmap_loss(p, t, valid, w).item() == pytest.approx(expected.item(), rel=1e-4)
-    assert L.pointmap_loss(t, t, valid, w).item() == pytest.approx(0.0, abs=1e-8)
+    assert L.pointmap_loss(shape, t, valid, w).item() == pytest.approx(0.0, abs=1e-6)
+    assert L.pointmap_loss(t, t, valid, w).item() > 0.1 * w.pointmap_abs  # the raw points: their scale is off

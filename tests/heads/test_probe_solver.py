@@ -96,15 +96,36 @@ def seg_albedo(tmp_path_factory):
 
 
 def _answer_features(tt, task: str, grid: tuple[int, int]) -> torch.Tensor:
-    """Features that contain the label itself: one-hot parts / the albedo map, at the label grid."""
+    """Features that contain the label itself: one-hot parts / the albedo map / the scale-free pointmap, at
+    the label grid."""
     if task == "seg":
         onehot = F.one_hot(tt.targets["parts"].long(), 29).permute(0, 3, 1, 2).float()
         return F.interpolate(onehot, size=grid, mode="nearest").half()
-    y = tt.targets["albedo"].float().permute(0, 3, 1, 2)
+    y = tt.targets[task].float().permute(0, 3, 1, 2)
+    if task == "pointmap":  # the shape an image can show: each person's points over their RMS length
+        from humans.heads.losses import pointmap_scale
+
+        y = y * tt.targets["valid"][:, None].float()
+        y = y / pointmap_scale(y, tt.targets["valid"])[:, None, None, None]
     return F.interpolate(y, size=grid, mode="nearest").half()
 
 
-@pytest.mark.parametrize("task", ["seg", "albedo"])
+def test_pointmap_scale_is_the_rms_length_of_the_labelled_points():
+    from humans.heads.losses import pointmap_scale
+
+    pts = torch.zeros(2, 3, 2, 2)
+    pts[0, :, 0, 0] = torch.tensor([3.0, 0.0, 4.0])  # length 5
+    pts[0, :, 1, 1] = torch.tensor([0.0, 0.0, 1.0])  # length 1, unlabelled below
+    pts[1] = 7.0
+    valid = torch.zeros(2, 2, 2, dtype=torch.bool)
+    valid[0, 0, 0] = True
+    got = pointmap_scale(pts, valid)  # image 1 has no labelled pixel: scale 1
+    assert torch.allclose(got, torch.tensor([5.0, 1.0]))
+    valid[0, 1, 1] = True
+    assert torch.allclose(pointmap_scale(pts, valid)[0], torch.tensor(13.0).sqrt())  # sqrt((25 + 1) / 2)
+
+
+@pytest.mark.parametrize("task", ["seg", "albedo", "pointmap"])
 def test_features_holding_the_answer_score_near_perfectly(task, seg_albedo, random_tiny_backbone, one_thread):
     from humans.heads.data.features import FeatureExtractor
     from humans.shared.backbone import load_backbone
@@ -123,6 +144,8 @@ def test_features_holding_the_answer_score_near_perfectly(task, seg_albedo, rand
     base = evaluate_outputs(mean_baseline(tt, cfg), vt, data, cfg)
     if task == "seg":
         assert got["pixel_acc"] > 0.99 and got["mIoU"] > 0.9 > base["mIoU"] + 0.8
+    elif task == "pointmap":  # the probe fits each image's shape (scale-free); the metric aligns the scale
+        assert got["si_error"] < base["si_error"] / 4
     else:
         assert got["MAE"] < 0.03 < base["MAE"] / 4
 
