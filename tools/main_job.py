@@ -230,6 +230,16 @@ def pretrain_embedder(out: Path, p: Preset, unlabelled: Path) -> Path:
     return ckpt
 
 
+def _planned_steps(run_dir: Path) -> int | None:
+    """The step count an earlier pretraining run in ``run_dir`` was started with (its config.yaml)."""
+    cfg = run_dir / "config.yaml"
+    if not cfg.exists():
+        return None
+    import yaml
+
+    return int((yaml.safe_load(cfg.read_text()) or {}).get("steps", 0)) or None
+
+
 def pretrain_arms(out: Path, p: Preset, shards: Path, unlabelled: Path, seed: int) -> dict[str, Path]:
     """A random-init backbone and one pretrained backbone per objective, all of seed ``seed``."""
     backbones: dict[str, Path] = {}
@@ -246,6 +256,10 @@ def pretrain_arms(out: Path, p: Preset, shards: Path, unlabelled: Path, seed: in
     for objective in OBJECTIVES:
         name = f"{objective.replace('+', '_')}_seed{seed}"
         run_dir = out / "pretrain" / name
+        planned = _planned_steps(run_dir)
+        if planned is not None and planned != p.pretrain_steps:
+            raise SystemExit(f"{run_dir} holds a run of {planned} steps, not {p.pretrain_steps}: use another "
+                             f"--out (resuming it would mix the two lengths' checkpoints and backbones)")
         run(py("-m", "humans.pretrain", "train", "--model", p.model, "--shards", f"{shards},{unlabelled}",
                "--objective", objective, "--steps", str(p.pretrain_steps), "--batch-size", str(p.pretrain_batch),
                "--global-size", str(p.global_size), "--local-size", str(p.local_size), "--n-local", str(p.n_local),
@@ -307,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="epochs of the five heads (default: the preset's; demo 12). More epochs sharpen the "
                          "pictures: 40 takes about 95 s per head on 2 cores (benchmarks/results/main_job.md). "
                          "Finished heads are kept: delete OUT/heads and OUT/predictions to retrain them")
+    ap.add_argument("--pretrain-steps", type=int, default=None, metavar="N",
+                    help="pretraining steps of every arm (default: the preset's; demo and study 200). Runs of "
+                         "other lengths are kept apart: their checkpoints are named by step, so use another --out")
     ap.add_argument("--record", action="store_true",
                     help="also copy study.json to benchmarks/results/study.json (the figures RESULTS.md cites)")
     ap.add_argument("--fresh", action="store_true", help="delete --out first and redo every step")
@@ -319,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.head_epochs < 1:
             ap.error(f"--head-epochs {args.head_epochs}: allowed >= 1")
         preset = dataclasses.replace(preset, head_epochs=args.head_epochs)
+    if args.pretrain_steps is not None:
+        if args.pretrain_steps < 1:
+            ap.error(f"--pretrain-steps {args.pretrain_steps}: allowed >= 1")
+        preset = dataclasses.replace(preset, pretrain_steps=args.pretrain_steps)
     global IN_PROCESS
     IN_PROCESS = args.in_process
     out = Path(args.out).resolve()
