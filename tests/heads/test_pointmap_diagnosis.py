@@ -15,5 +15,5 @@ def test_oracles_rank_by_what_they_know(synth_data, tmp_path):
     assert e["truth at token resolution (8 px)"] < e["flat, true rays (camera known, no relief)"]
     # the image's own rays (its camera) beat every prediction that has to guess them
     assert e["flat, true rays (camera known, no relief)"] < e["flat, mean rays"]
-    assert e["flat, true rays (camera known, no relief)"] < e["mean shape (the probe's baseline)"]
+    assert e["flat, true rays (camera known, no relief)"] < e["mean shape (the baseline's construction)"]
     assert 0 < res["relief_std_over_depth_median"] < 0.5     # people have depth, far less than their distance
