@@ -28,3 +28,29 @@ def test_a_run_of_another_length_is_refused_not_resumed(tmp_path):
     preset = dataclasses.replace(PRESETS["tiny"], pretrain_steps=8)
     with pytest.raises(SystemExit, match="holds a run of 6 steps, not 8"):
         pretrain_arms(tmp_path, preset, tmp_path / "shards", tmp_path / "unlabelled", seed=0)
+
+
+def test_a_mae_cl_run_of_another_lam_is_refused_and_the_arm_gets_the_presets_lam(tmp_path, monkeypatch):
+    """The mae+cl arm is trained with the preset's CL weight; a folder started with another weight is not
+    continued (its exported backbone would silently mix the two weightings)."""
+    from humans.tools import main_job
+
+    preset = main_job.PRESETS["tiny"]
+    assert preset.mae_cl_lam == 0.1 and main_job.PRESETS["study"].mae_cl_lam == 0.1
+    arm = tmp_path / "pretrain" / "mae_cl_seed0"
+    arm.mkdir(parents=True)
+    (arm / "config.yaml").write_text(f"lam: 1.0\nsteps: {preset.pretrain_steps}\n")
+    calls = []
+    monkeypatch.setattr(main_job, "run", lambda cmd, marker, desc, light=False: calls.append(cmd))
+    (tmp_path / "backbones").mkdir()
+    (tmp_path / "backbones" / "random_seed0.safetensors").write_bytes(b"")  # skip building the random arm
+    with pytest.raises(SystemExit, match="holds a mae\\+cl run with lam 1.0, not 0.1"):
+        main_job.pretrain_arms(tmp_path, preset, tmp_path / "shards", tmp_path / "unlabelled", seed=0)
+    trains = [c for c in calls if "train" in c]
+    assert [c[c.index("--objective") + 1] for c in trains] == ["mae", "cl"]     # the arms before mae+cl ran
+    assert all("--lam" not in c for c in trains)                                   # mae and cl: no weight
+    (arm / "config.yaml").write_text(f"lam: 0.1\nsteps: {preset.pretrain_steps}\n")
+    calls.clear()
+    main_job.pretrain_arms(tmp_path, preset, tmp_path / "shards", tmp_path / "unlabelled", seed=0)
+    mae_cl = [c for c in calls if "train" in c and c[c.index("--objective") + 1] == "mae+cl"][0]
+    assert mae_cl[mae_cl.index("--lam") + 1] == "0.1"

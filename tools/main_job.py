@@ -54,6 +54,10 @@ class Preset:
     threads: int = 2
     device: str = "cpu"
     extra_pretrain: list[str] = field(default_factory=list)
+    # weight of the CL loss in the mae+cl arm (total = MAE + lam * CL; the cl arm ignores it). lam 1 let an
+    # immature CL term (its loss still near log K after 600 CPU steps) hold the MAE loss up (0.41 vs 0.35
+    # alone) and the features back; 0.1 was best of 1 / 0.3 / 0.1 on seed 0 (benchmarks/results/study.md)
+    mae_cl_lam: float = 0.1
 
     @property
     def pose_crop_size(self) -> str:
@@ -68,7 +72,8 @@ _STUDY = dict(pool_scale="demo", model="study-s8", unlabelled_count=1500, unlabe
               extra_pretrain=["--warmup-steps", "20", "--lr", "2e-3", "--num-workers", "1"])
 PRESETS = {
     "demo": Preset(**_STUDY),
-    "study": Preset(**{**_STUDY, "seeds": (0, 1, 2)}),
+    # three times the demo's pretraining: MAE's gain over random grows with steps (study.md)
+    "study": Preset(**{**_STUDY, "seeds": (0, 1, 2), "pretrain_steps": 600}),
     "study-gpu": Preset(**{**_STUDY, "model": "study-m8", "unlabelled_count": 20000, "unlabelled_size": 128,
                            "pretrain_steps": 3000, "pretrain_batch": 128, "embedder_steps": 1000, "global_size": 96, "local_size": 48,
                            "n_local": 4, "prototypes": 4096, "synth_count": 1000, "head_epochs": 20,
@@ -230,14 +235,20 @@ def pretrain_embedder(out: Path, p: Preset, unlabelled: Path) -> Path:
     return ckpt
 
 
-def _planned_steps(run_dir: Path) -> int | None:
-    """The step count an earlier pretraining run in ``run_dir`` was started with (its config.yaml)."""
+def _planned(run_dir: Path) -> dict | None:
+    """The config an earlier pretraining run in ``run_dir`` was started with (its config.yaml), or None."""
     cfg = run_dir / "config.yaml"
     if not cfg.exists():
         return None
     import yaml
 
-    return int((yaml.safe_load(cfg.read_text()) or {}).get("steps", 0)) or None
+    return yaml.safe_load(cfg.read_text()) or {}
+
+
+def _planned_steps(run_dir: Path) -> int | None:
+    """The step count an earlier pretraining run in ``run_dir`` was started with (its config.yaml)."""
+    planned = _planned(run_dir)
+    return int(planned.get("steps", 0)) or None if planned is not None else None
 
 
 def pretrain_arms(out: Path, p: Preset, shards: Path, unlabelled: Path, seed: int) -> dict[str, Path]:
@@ -260,11 +271,16 @@ def pretrain_arms(out: Path, p: Preset, shards: Path, unlabelled: Path, seed: in
         if planned is not None and planned != p.pretrain_steps:
             raise SystemExit(f"{run_dir} holds a run of {planned} steps, not {p.pretrain_steps}: use another "
                              f"--out (resuming it would mix the two lengths' checkpoints and backbones)")
+        lam = ["--lam", str(p.mae_cl_lam)] if objective == "mae+cl" else []
+        old_lam = (_planned(run_dir) or {}).get("lam")
+        if lam and old_lam is not None and float(old_lam) != p.mae_cl_lam:
+            raise SystemExit(f"{run_dir} holds a mae+cl run with lam {old_lam}, not {p.mae_cl_lam}: use another "
+                             f"--out (resuming it would continue the old weighting)")
         run(py("-m", "humans.pretrain", "train", "--model", p.model, "--shards", f"{shards},{unlabelled}",
                "--objective", objective, "--steps", str(p.pretrain_steps), "--batch-size", str(p.pretrain_batch),
                "--global-size", str(p.global_size), "--local-size", str(p.local_size), "--n-local", str(p.n_local),
                "--prototypes", str(p.prototypes), "--seed", str(seed), "--threads", str(p.threads),
-               "--device", p.device, "--out", str(run_dir), "--resume", *p.extra_pretrain),
+               "--device", p.device, "--out", str(run_dir), "--resume", *p.extra_pretrain, *lam),
             run_dir / "ckpt" / f"step_{p.pretrain_steps:08d}.pt", f"4. pretrain {p.model} ({objective}, seed {seed})")
         ckpt = out / "backbones" / f"{name}.safetensors"
         run(py("-m", "humans.pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, f"4b. export {name}",
@@ -315,14 +331,14 @@ def main(argv: list[str] | None = None) -> int:
     add_out(ap, "output folder of the whole job (default runs/main)", required=False, default="runs/main")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                     help="sizes of every step: demo (README default: one seed, about 16 min on 2 cores), study "
-                         "(three seeds per arm, the error bars; given a main job's --out it reuses its seed 0), "
+                         "(three seeds per arm, 600 pretraining steps, the error bars: about 72 min; give it its own --out), "
                          "study-gpu (the study at GPU scale), tiny (test)")
     ap.add_argument("--head-epochs", type=int, default=None, metavar="N",
                     help="epochs of the five heads (default: the preset's; demo 12). More epochs sharpen the "
                          "pictures: 40 takes about 95 s per head on 2 cores (benchmarks/results/main_job.md). "
                          "Finished heads are kept: delete OUT/heads and OUT/predictions to retrain them")
     ap.add_argument("--pretrain-steps", type=int, default=None, metavar="N",
-                    help="pretraining steps of every arm (default: the preset's; demo and study 200). Runs of "
+                    help="pretraining steps of every arm (default: the preset's; demo 200, study 600). Runs of "
                          "other lengths are kept apart: their checkpoints are named by step, so use another --out")
     ap.add_argument("--record", action="store_true",
                     help="also copy study.json to benchmarks/results/study.json (the figures RESULTS.md cites)")
