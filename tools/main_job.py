@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     add_out(ap, "output folder of the whole job (default runs/main)", required=False, default="runs/main")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                     help="sizes of every step: demo (README default: one seed, about 16 min on 2 cores), study "
-                         "(three seeds per arm, 600 pretraining steps, the error bars: about 72 min; give it its own --out), "
+                         "(three seeds per arm, 600 pretraining steps, the error bars: about 74 min on 2 cores; give it its own --out), "
                          "study-gpu (the study at GPU scale), tiny (test)")
     ap.add_argument("--head-epochs", type=int, default=None, metavar="N",
                     help="epochs of the five heads (default: the preset's; demo 12). More epochs sharpen the "
