@@ -58,6 +58,11 @@ class Preset:
     # immature CL term (its loss still near log K after 600 CPU steps) hold the MAE loss up (0.41 vs 0.35
     # alone) and the features back; 0.1 was best of 1 / 0.3 / 0.1 on seed 0 (benchmarks/results/study.md)
     mae_cl_lam: float = 0.1
+    # labelled synthetic humans the heads train on (generator seed 2000, none shared with the probes' set),
+    # scored on every image of the probes' set; 0: the heads train on 80 % of the probes' set and are scored
+    # on the rest. Data, not epochs, limits the heads: 192 -> 1152 training images at the same step count
+    # took normals from 33.5 to 32.1 deg without the overfitting more epochs bring (main_job.md)
+    head_synth_count: int = 0
 
     @property
     def pose_crop_size(self) -> str:
@@ -71,8 +76,9 @@ _STUDY = dict(pool_scale="demo", model="study-s8", unlabelled_count=1500, unlabe
               synth_size=128, probe_size="128x96", head_epochs=12, head_size="128x96",
               extra_pretrain=["--warmup-steps", "20", "--lr", "2e-3", "--num-workers", "1"])
 PRESETS = {
-    "demo": Preset(**_STUDY),
+    "demo": Preset(**{**_STUDY, "head_synth_count": 600}),
     # three times the demo's pretraining: MAE's gain over random grows with steps (study.md)
+    # heads on the probes' set: the study's claims are the probes', and its 75 minutes have no room for more
     "study": Preset(**{**_STUDY, "seeds": (0, 1, 2), "pretrain_steps": 600}),
     "study-gpu": Preset(**{**_STUDY, "model": "study-m8", "unlabelled_count": 20000, "unlabelled_size": 128,
                            "pretrain_steps": 3000, "pretrain_batch": 128, "embedder_steps": 1000, "global_size": 96, "local_size": 48,
@@ -81,7 +87,7 @@ PRESETS = {
                            "extra_pretrain": ["--warmup-steps", "200", "--lr", "1e-3", "--num-workers", "6"]}),
     "tiny": Preset(pool_scale="small", model="study-s8", unlabelled_count=48, unlabelled_size=64, pretrain_steps=6,
                    pretrain_batch=4, embedder_steps=4, global_size=32, local_size=16, n_local=2, prototypes=256, synth_count=24,
-                   synth_size=96, probe_size="64x48", head_epochs=1, head_size="64x48",
+                   synth_size=96, probe_size="64x48", head_epochs=1, head_size="64x48", head_synth_count=32,
                    extra_pretrain=["--warmup-steps", "2", "--log-every", "1", "--num-workers", "0"]),
 }
 
@@ -168,6 +174,12 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
            "--threads", str(p.threads)), data / "meta.json", "5. labelled synthetic humans (probes and heads only)")
     run(py("-m", "humans.shared.synth", "--out", str(data / "preview"), "--count", "8", "--size", str(p.synth_size),
            "--preview"), data / "preview" / "meta.json", "5b. synthetic preview sheet", light=True)
+    head_data, head_val = data, []
+    if p.head_synth_count:
+        head_data, head_val = out / "synth_heads", ["--val-data", str(data)]
+        run(py("-m", "humans.shared.synth", "--out", str(head_data), "--count", str(p.head_synth_count), "--size",
+               str(p.synth_size), "--seed", "2000", "--threads", str(p.threads)), head_data / "meta.json",
+            "5c. more labelled synthetic humans for the heads (another seed; scored on the probes' set)")
 
     probe_jsons: dict[int, Path] = {}
     all_backbones: dict[int, dict[str, Path]] = {}
@@ -201,8 +213,8 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
     sample_images = heldout[:2]
     for task in TASKS:
         head_dir = out / "heads" / task
-        run(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data", str(data),
-               "--out", str(head_dir), "--epochs", str(p.head_epochs),
+        run(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data", str(head_data),
+               *head_val, "--out", str(head_dir), "--epochs", str(p.head_epochs),
                "--size", p.pose_crop_size if task == "pose" else p.head_size,
                "--threads", str(p.threads), "--device", p.device, "--cache-dir", str(out / "feature_cache")),
             head_dir / "head.safetensors", f"6c. train the {task} head on '{best}' (features only, no image skip)")
@@ -334,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(three seeds per arm, 600 pretraining steps, the error bars: about 74 min on 2 cores; give it its own --out), "
                          "study-gpu (the study at GPU scale), tiny (test)")
     ap.add_argument("--head-epochs", type=int, default=None, metavar="N",
-                    help="epochs of the five heads (default: the preset's; demo 12). More epochs sharpen the "
-                         "pictures: 40 takes about 95 s per head on 2 cores (benchmarks/results/main_job.md). "
+                    help="epochs of the five heads (default: the preset's, 12). More epochs sharpen seg and albedo but "
+                         "overfit normals and pointmap; more data helps all (benchmarks/results/main_job.md). "
                          "Finished heads are kept: delete OUT/heads and OUT/predictions to retrain them")
     ap.add_argument("--pretrain-steps", type=int, default=None, metavar="N",
                     help="pretraining steps of every arm (default: the preset's; demo 200, study 600). Runs of "

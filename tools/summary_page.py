@@ -139,7 +139,9 @@ def write_summary(out: Path, paths: dict[str, Path], tasks: tuple[str, ...]) -> 
             m, base = doc.get("metrics", {}), doc.get("mean_baseline", {})
             shown = ", ".join(f"{k} = {v:.4g}" + (f" (mean baseline {base[k]:.4g})" if k in base else "")
                               for k, v in m.items() if "/" not in k and isinstance(v, (int, float)))
-            metric_text = f"<p>{html.escape(shown)} (<code>{rel(metrics_file)}</code>)</p>"
+            counts = (f"; trained on {doc['train_samples']} images, scored on {doc['val_samples']} held-out ones"
+                      if "train_samples" in doc and "val_samples" in doc else "")
+            metric_text = f"<p>{html.escape(shown + counts)} (<code>{rel(metrics_file)}</code>)</p>"
         pairs = sorted((out / "predictions" / task).glob("*_vs_truth.png"))
         shown = pairs or sorted((out / "predictions" / task).glob("*.png"))
         imgs = ("<p>prediction (left) beside the ground truth (right), held-out images; normals and pointmap: "

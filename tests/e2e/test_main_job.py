@@ -79,6 +79,11 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
             metadata = json.dumps(fh.metadata())
         assert best_file.name in metadata, f"{task} head not trained on the best backbone"
         assert list((out / "predictions" / task).glob("*.png")), f"no {task} overlays"
+        if task != "pose":  # dense heads: trained on their own 32 images, scored on all 24 of the probes' set
+            rec = json.loads((out / "heads" / task / "metrics.json").read_text())
+            assert (rec["train_samples"], rec["val_samples"]) == (32, 24), (task, rec)
+    heads_set = {p.read_bytes() for p in (out / "synth_heads" / "images").glob("*.jpg")}
+    assert len(heads_set) == 32 and not heads_set & {p.read_bytes() for p in (out / "synth" / "images").glob("*.jpg")}
 
     # the study record: every arm (and the mean baseline) on every task, one primary metric per task
     study = json.loads((out / "study.json").read_text())
