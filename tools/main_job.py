@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "python tools/main_job.py --out runs/main --fresh"))
     add_out(ap, "output folder of the whole job (default runs/main)", required=False, default="runs/main")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                    help="sizes of every step: demo (README default: one seed, about 16 min on 2 cores), study "
+                    help="sizes of every step: demo (README default: one seed, about 18 min on 2 cores), study "
                          "(three seeds per arm, 600 pretraining steps, the error bars: about 74 min on 2 cores; give it its own --out), "
                          "study-gpu (the study at GPU scale), tiny (test)")
     ap.add_argument("--head-epochs", type=int, default=None, metavar="N",
