@@ -54,3 +54,37 @@ def test_a_mae_cl_run_of_another_lam_is_refused_and_the_arm_gets_the_presets_lam
     main_job.pretrain_arms(tmp_path, preset, tmp_path / "shards", tmp_path / "unlabelled", seed=0)
     mae_cl = [c for c in calls if "train" in c and c[c.index("--objective") + 1] == "mae+cl"][0]
     assert mae_cl[mae_cl.index("--lam") + 1] == "0.1"
+
+
+def test_head_images_extends_the_heads_set_keeps_its_first_images_and_refuses_to_shrink(tmp_path, monkeypatch, capsys):
+    """--head-images N: step 5c makes N labelled humans; asking for more later extends the folder with the
+    first images unchanged, asking for fewer is refused (heads trained on the larger set would be stale)."""
+    from humans.tools import main_job
+
+    monkeypatch.setattr(main_job, "IN_PROCESS", True)
+    data = tmp_path / "synth"
+    preset = dataclasses.replace(main_job.PRESETS["tiny"], head_synth_count=2, threads=1)
+    assert main_job.head_images(tmp_path, dataclasses.replace(preset, head_synth_count=0), data) == (data, [])
+    head_data, val = main_job.head_images(tmp_path, preset, data)
+    assert head_data == tmp_path / "synth_heads" and val == ["--val-data", str(data)]
+    first = sorted((head_data / "images").iterdir())
+    assert len(first) == 2
+    before = {p.name: p.read_bytes() for p in first}
+    main_job.head_images(tmp_path, dataclasses.replace(preset, head_synth_count=3), data)
+    import json
+
+    assert json.loads((head_data / "meta.json").read_text())["count"] == 3
+    after = {p.name: p.read_bytes() for p in sorted((head_data / "images").iterdir())}
+    assert len(after) == 3 and all(after[k] == v for k, v in before.items())
+    assert "holds 2 labelled humans, 3 asked: extending it" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="holds 3 labelled humans, --head-images asks for 2"):
+        main_job.head_images(tmp_path, preset, data)
+
+
+def test_head_images_must_be_positive(capsys):
+    from humans.tools.main_job import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", "/nonexistent/never-made", "--head-images", "0"])
+    assert exc.value.code == 2
+    assert "--head-images 0: allowed >= 1" in capsys.readouterr().err
