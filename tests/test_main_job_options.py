@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -71,8 +72,6 @@ def test_head_images_extends_the_heads_set_keeps_its_first_images_and_refuses_to
     assert len(first) == 2
     before = {p.name: p.read_bytes() for p in first}
     main_job.head_images(tmp_path, dataclasses.replace(preset, head_synth_count=3), data)
-    import json
-
     assert json.loads((head_data / "meta.json").read_text())["count"] == 3
     after = {p.name: p.read_bytes() for p in sorted((head_data / "images").iterdir())}
     assert len(after) == 3 and all(after[k] == v for k, v in before.items())
