@@ -23,6 +23,8 @@ class LossConfig(StrictModel):
     cosine: float = 1.0
     mean_colour: float = 1.0
     dice: float = 1.0
+    seg_balance: float = Field(0.0, ge=0.0, le=1.0)  # seg cross-entropy class weights f_c ** -seg_balance of
+                                            # the batch's class frequencies (0: plain; 0.5: inverse square root)
     ohem_ratio: float = Field(0.3, gt=0.0, le=1.0)
     pointmap_abs: float = 0.1               # weight of the absolute (not scale-aligned) pointmap L2
 
@@ -40,6 +42,11 @@ class HeadConfig(StrictModel):
                                             # (2: half the input resolution, as the seed's decoders)
     image_skip: bool = False                # dense heads: also concatenate the input image before the last
                                             # convs (off: a head learns from the backbone's features only)
+    upsample: Literal["shuffle", "bilinear"] = "shuffle"  # dense heads' x2 steps: a 3x3 conv to 4x the
+                                            # channels + PixelShuffle (each token lays out its own 2x2 sub-cells,
+                                            # as MAE's pixel decoder), or bilinear resize + 3x3 conv (the same
+                                            # multiply-adds; seg mIoU 0.068 vs 0.072, normals 33.5 vs 32.5 deg:
+                                            # benchmarks/results/heads.md)
     mean_prior: bool = True                 # dense heads: add the output to the training labels' per-pixel
                                             # mean map (TaskSpec.prior), so a head starts near the mean baseline
     heatmap_sigma: float = 2.0

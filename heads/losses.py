@@ -109,9 +109,22 @@ def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, eps: floa
     return 1.0 - dice[present].mean()
 
 
-def seg_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, dice_weight: float = 1.0) -> Tensor:
-    """Cross-entropy + ``dice_weight`` * Dice loss."""
-    ce = F.cross_entropy(logits, target, ignore_index=ignore_index)
+def balanced_class_weights(target: Tensor, num_classes: int, power: float, ignore_index: int = 255) -> Tensor:
+    """Cross-entropy weights [C] from the batch's class frequencies f_c: f_c ** -power for present
+    classes (0 for absent ones), scaled so that the batch's pixels keep a mean weight of 1."""
+    valid = target[target != ignore_index]
+    counts = torch.bincount(valid.flatten(), minlength=num_classes)[:num_classes].to(torch.float32)
+    freq = counts / counts.sum().clamp_min(1.0)
+    w = torch.where(counts > 0, freq.clamp_min(1e-12) ** -power, torch.zeros_like(freq))
+    return w / (w * freq).sum().clamp_min(1e-12)
+
+
+def seg_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, dice_weight: float = 1.0,
+             balance: float = 0.0) -> Tensor:
+    """Cross-entropy (class-balanced by ``balance``: weights f_c ** -balance of the batch's class
+    frequencies; 0 plain) + ``dice_weight`` * Dice loss."""
+    weight = balanced_class_weights(target, logits.shape[1], balance, ignore_index).to(logits) if balance else None
+    ce = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
     return ce + dice_weight * dice_loss(logits, target, ignore_index=ignore_index)
 
 

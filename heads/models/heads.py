@@ -5,7 +5,9 @@ backbone with rotary position encoding gives features without absolute position.
 
 - ``PoseHead``: a deconvolution stack (ConvTranspose 4x4 stride 2 + BN + ReLU, as in SimpleBaseline /
   Sapiens) from the grid up to stride 4, then a 1x1 convolution to 308 heatmaps;
-- ``DenseHead``: 3x3 conv, then (bilinear x2 + 3x3 conv + BN + ReLU) blocks up to stride 4, resized to
+- ``DenseHead``: 3x3 conv, then x2 blocks up to stride 4 (``upsample="bilinear"``: bilinear x2 + 3x3
+  conv + BN + ReLU; ``"shuffle"``: 3x3 conv to 4x the channels + PixelShuffle(2) + BN + ReLU, the same
+  multiply-adds, but each token places its own 2x2 sub-cells instead of blending with its neighbours), resized to
   the output size, then (with ``image_skip``) the input image concatenated and a 3x3 conv + BN + ReLU
   (a skip connection carrying pixel-level detail that coarse tokens lack), then a 1x1 convolution to
   the task's channels (seg: 29 logits; pointmap: X, Y, Z; normal: unit vectors; albedo: RGB through a
@@ -32,6 +34,7 @@ from torch import nn
 from humans.heads.tasks import get_task
 
 KINDS = ("head", "linear")
+UPSAMPLES = ("bilinear", "shuffle")  # DenseHead's x2 steps
 DECODERS = {"deconv": "PoseHead", "dense": "DenseHead"}  # TaskSpec.decoder -> full head class
 
 
@@ -85,8 +88,10 @@ class PoseHead(nn.Module):
 
 class DenseHead(nn.Module):
     def __init__(self, task: str, in_channels: int, channels: int = 128, num_up: int = 2, image_skip: bool = True,
-                 prior_hw: tuple[int, int] = (1, 1)):
+                 prior_hw: tuple[int, int] = (1, 1), upsample: str = "shuffle"):
         super().__init__()
+        if upsample not in UPSAMPLES:
+            raise ValueError(f"{task} head upsample {upsample!r}: allowed {', '.join(UPSAMPLES)}")
         self.task = task
         self.image_skip = image_skip
         self.stem = nn.Sequential(nn.Conv2d(in_channels + 2, channels, 3, padding=1, bias=False),
@@ -95,8 +100,12 @@ class DenseHead(nn.Module):
         c = channels
         for _ in range(num_up):
             c2 = max(c // 2, 32)
-            blocks += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                       nn.Conv2d(c, c2, 3, padding=1, bias=False), nn.BatchNorm2d(c2), nn.ReLU(inplace=True)]
+            if upsample == "shuffle":
+                blocks += [nn.Conv2d(c, 4 * c2, 3, padding=1, bias=False), nn.PixelShuffle(2)]
+            else:
+                blocks += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                           nn.Conv2d(c, c2, 3, padding=1, bias=False)]
+            blocks += [nn.BatchNorm2d(c2), nn.ReLU(inplace=True)]
             c = c2
         self.up = nn.Sequential(*blocks)
         if image_skip:
@@ -138,7 +147,7 @@ class LinearProbe(nn.Module):
 
 
 def build_head(task: str, kind: str, in_channels: int, cell_size: int, channels: int | None = None,
-               image_skip: bool = True, out_hw: tuple[int, int] = (1, 1)) -> nn.Module:
+               image_skip: bool = True, out_hw: tuple[int, int] = (1, 1), upsample: str = "shuffle") -> nn.Module:
     """The head of ``task`` (``kind`` "head" or "linear") for features with ``in_channels`` channels;
     ``out_hw``: its training output size (the size of a dense head's prior map)."""
     spec = get_task(task)
@@ -151,5 +160,5 @@ def build_head(task: str, kind: str, in_channels: int, cell_size: int, channels:
     if spec.decoder == "deconv":
         return PoseHead(in_channels, spec.channels, width, n)
     if spec.decoder == "dense":
-        return DenseHead(task, in_channels, width, n, image_skip, out_hw)
+        return DenseHead(task, in_channels, width, n, image_skip, out_hw, upsample)
     raise ValueError(f"task {task!r}: decoder {spec.decoder!r}; allowed {', '.join(DECODERS)}")

@@ -43,7 +43,8 @@ class HeadModel(nn.Module):
 
 def make_head(cfg: HeadConfig, backbone: nn.Module) -> nn.Module:
     ex = FeatureExtractor(backbone, cfg.layers)
-    return build_head(cfg.task, cfg.kind, ex.out_channels, ex.stride, cfg.channels, cfg.image_skip, cfg.out_hw())
+    return build_head(cfg.task, cfg.kind, ex.out_channels, ex.stride, cfg.channels, cfg.image_skip, cfg.out_hw(),
+                      cfg.upsample)
 
 
 def save_head(path: str | Path, head: nn.Module, cfg: HeadConfig) -> Path:
@@ -69,7 +70,9 @@ def read_head(path: str | Path) -> tuple[HeadConfig, dict[str, torch.Tensor]]:
         raise ValueError(f"{path}: not a safetensors head checkpoint ({exc})") from None
     if meta.get("format") != HEAD_FORMAT or "config" not in meta:
         raise ValueError(f"{path}: metadata field 'format' is {meta.get('format')!r}; expected {HEAD_FORMAT!r}")
-    return HeadConfig.model_validate(json.loads(meta["config"])), tensors
+    config = json.loads(meta["config"])
+    config.setdefault("upsample", "bilinear")   # written before dense heads had the choice: they were bilinear
+    return HeadConfig.model_validate(config), tensors
 
 
 def load_backbone_for(cfg: HeadConfig, backbone_path: str | None = None) -> nn.Module:

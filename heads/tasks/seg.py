@@ -42,7 +42,7 @@ class SegTask(WholeImageTask):
         return {"parts": targets["parts"][idx].long()}
 
     def loss(self, pred, batch, w):
-        return seg_loss(pred, batch["parts"], dice_weight=w.dice)
+        return seg_loss(pred, batch["parts"], dice_weight=w.dice, balance=w.seg_balance)
 
     def metric(self, coco_dir=None):
         return SegMetric(NUM_PARTS, PART_NAMES)

@@ -60,3 +60,37 @@ def test_head_checkpoint_loads_strictly(tmp_path):
     with pytest.raises(CheckpointMismatch) as e:
         load_model(path)
     assert dropped in str(e.value) and "stem.9.weight" in str(e.value) and "seg head head" in str(e.value)
+
+
+def test_shuffle_upsampling_round_trips_and_bad_value_is_named(tmp_path):
+    torch.manual_seed(0)
+    backbone = build_backbone("sapiens2-tiny")
+    bb = save_backbone(backbone, tmp_path / "bb.safetensors")
+    cfg = HeadConfig(task="normal", backbone=str(bb), size=(64, 48), channels=16)
+    assert cfg.upsample == "shuffle"                                 # the default
+    head = make_head(cfg, backbone)
+    shuffles = [m for m in head.modules() if isinstance(m, torch.nn.PixelShuffle)]
+    assert len(shuffles) == head.up.__len__() // 4 >= 1          # one PixelShuffle per x2 step
+    bilinear = make_head(cfg.model_copy(update={"upsample": "bilinear"}), backbone)
+    # the same multiply-adds: each x2 step's conv has 4x the output channels at half the resolution
+    assert sum(p.numel() for p in head.parameters()) > sum(p.numel() for p in bilinear.parameters())
+    path = save_head(tmp_path / "head.safetensors", head, cfg)
+    model = load_model(path).eval()
+    assert model.config.upsample == "shuffle"
+    x = torch.rand(2, 3, 64, 48)
+    ref = HeadModel(FeatureExtractor(backbone, cfg.layers), head.eval(), cfg).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x))
+    with pytest.raises(ValueError, match="shuffle"):
+        HeadConfig(task="normal", upsample="nearest")
+    # a checkpoint written before the choice existed (no "upsample" in its config) loads as bilinear
+    import json
+    from safetensors import safe_open
+    old_cfg = cfg.model_copy(update={"upsample": "bilinear"})
+    old = save_head(tmp_path / "old.safetensors", bilinear, old_cfg)
+    with safe_open(str(old), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    config.pop("upsample")
+    save_file(tensors, str(old), metadata={**meta, "config": json.dumps(config)})
+    assert load_model(old).config.upsample == "bilinear"

@@ -113,3 +113,21 @@ def test_pointmap_loss_is_scale_invariant_but_anchored():
     assert L.pointmap_loss(p, t, valid, w).item() == pytest.approx(expected.item(), rel=1e-4)
     assert L.pointmap_loss(shape, t, valid, w).item() == pytest.approx(0.0, abs=1e-6)
     assert L.pointmap_loss(t, t, valid, w).item() > 0.1 * w.pointmap_abs  # the raw points: their scale is off
+
+
+def test_balanced_class_weights_follow_batch_frequencies():
+    from humans.heads.losses import balanced_class_weights, seg_loss
+
+    target = torch.zeros(1, 10, 10, dtype=torch.long)
+    target[0, 0, :] = 1                                  # 90 % class 0, 10 % class 1, class 2 absent
+    target[0, 9, 0] = 255                                # ignored: not counted
+    w = balanced_class_weights(target, 3, power=1.0)
+    f = torch.tensor([89 / 99, 10 / 99, 0.0])
+    torch.testing.assert_close(w, torch.tensor([1 / f[0], 1 / f[1], 0.0]) / 2)   # mean pixel weight 1
+    torch.testing.assert_close((w * f).sum(), torch.tensor(1.0))
+    torch.testing.assert_close(balanced_class_weights(target, 3, power=0.0), torch.tensor([1.0, 1.0, 0.0]))
+    # a classifier that always says "class 0" is punished more when classes are balanced
+    logits = torch.zeros(1, 3, 10, 10)
+    logits[:, 0] = 3.0
+    plain, balanced = seg_loss(logits, target, dice_weight=0.0), seg_loss(logits, target, dice_weight=0.0, balance=0.5)
+    assert balanced > 2 * plain                          # 0.85 vs 0.40: the rare class counts more
