@@ -23,8 +23,10 @@ class LossConfig(StrictModel):
     cosine: float = 1.0
     mean_colour: float = 1.0
     dice: float = 1.0
-    seg_balance: float = Field(0.0, ge=0.0, le=1.0)  # seg cross-entropy class weights f_c ** -seg_balance of
-                                            # the batch's class frequencies (0: plain; 0.5: inverse square root)
+    seg_balance: float = Field(0.25, ge=0.0, le=1.0)  # seg cross-entropy class weights f_c ** -seg_balance
+                                            # of the batch's class frequencies (0: plain CE; 0.25: mIoU 0.072 ->
+                                            # 0.086, pixel acc. 0.859 -> 0.851; 0.5: 0.092 but pixel acc. at the
+                                            # mean's; benchmarks/results/heads.md)
     ohem_ratio: float = Field(0.3, gt=0.0, le=1.0)
     pointmap_abs: float = 0.1               # weight of the absolute (not scale-aligned) pointmap L2
 
@@ -47,6 +49,8 @@ class HeadConfig(StrictModel):
                                             # as MAE's pixel decoder), or bilinear resize + 3x3 conv (the same
                                             # multiply-adds; seg mIoU 0.068 vs 0.072, normals 33.5 vs 32.5 deg:
                                             # benchmarks/results/heads.md)
+    dense_stride: int = Field(4, ge=1)      # dense heads: x2 steps from the token grid down to this stride in
+                                            # input pixels, then a bilinear resize to the output size
     mean_prior: bool = True                 # dense heads: add the output to the training labels' per-pixel
                                             # mean map (TaskSpec.prior), so a head starts near the mean baseline
     heatmap_sigma: float = 2.0

@@ -147,9 +147,11 @@ class LinearProbe(nn.Module):
 
 
 def build_head(task: str, kind: str, in_channels: int, cell_size: int, channels: int | None = None,
-               image_skip: bool = True, out_hw: tuple[int, int] = (1, 1), upsample: str = "shuffle") -> nn.Module:
+               image_skip: bool = True, out_hw: tuple[int, int] = (1, 1), upsample: str = "shuffle",
+               dense_stride: int = 4) -> nn.Module:
     """The head of ``task`` (``kind`` "head" or "linear") for features with ``in_channels`` channels;
-    ``out_hw``: its training output size (the size of a dense head's prior map)."""
+    ``out_hw``: its training output size (the size of a dense head's prior map); ``dense_stride``: the
+    stride in input pixels a dense head's x2 steps reach before the resize to ``out_hw``."""
     spec = get_task(task)
     if kind == "linear":
         return LinearProbe(task, in_channels)
@@ -160,5 +162,6 @@ def build_head(task: str, kind: str, in_channels: int, cell_size: int, channels:
     if spec.decoder == "deconv":
         return PoseHead(in_channels, spec.channels, width, n)
     if spec.decoder == "dense":
-        return DenseHead(task, in_channels, width, n, image_skip, out_hw, upsample)
+        return DenseHead(task, in_channels, width, num_upsamplings(cell_size, dense_stride), image_skip, out_hw,
+                         upsample)
     raise ValueError(f"task {task!r}: decoder {spec.decoder!r}; allowed {', '.join(DECODERS)}")

@@ -44,7 +44,7 @@ class HeadModel(nn.Module):
 def make_head(cfg: HeadConfig, backbone: nn.Module) -> nn.Module:
     ex = FeatureExtractor(backbone, cfg.layers)
     return build_head(cfg.task, cfg.kind, ex.out_channels, ex.stride, cfg.channels, cfg.image_skip, cfg.out_hw(),
-                      cfg.upsample)
+                      cfg.upsample, cfg.dense_stride)
 
 
 def save_head(path: str | Path, head: nn.Module, cfg: HeadConfig) -> Path:
@@ -72,6 +72,7 @@ def read_head(path: str | Path) -> tuple[HeadConfig, dict[str, torch.Tensor]]:
         raise ValueError(f"{path}: metadata field 'format' is {meta.get('format')!r}; expected {HEAD_FORMAT!r}")
     config = json.loads(meta["config"])
     config.setdefault("upsample", "bilinear")   # written before dense heads had the choice: they were bilinear
+    config.setdefault("loss", {}).setdefault("seg_balance", 0.0)   # and trained with plain cross-entropy
     return HeadConfig.model_validate(config), tensors
 
 

@@ -71,6 +71,8 @@ def test_shuffle_upsampling_round_trips_and_bad_value_is_named(tmp_path):
     head = make_head(cfg, backbone)
     shuffles = [m for m in head.modules() if isinstance(m, torch.nn.PixelShuffle)]
     assert len(shuffles) == head.up.__len__() // 4 >= 1          # one PixelShuffle per x2 step
+    finer = make_head(cfg.model_copy(update={"dense_stride": 2}), backbone)   # one more x2 step: to stride 2
+    assert sum(isinstance(m, torch.nn.PixelShuffle) for m in finer.modules()) == len(shuffles) + 1
     bilinear = make_head(cfg.model_copy(update={"upsample": "bilinear"}), backbone)
     # the same multiply-adds: each x2 step's conv has 4x the output channels at half the resolution
     assert sum(p.numel() for p in head.parameters()) > sum(p.numel() for p in bilinear.parameters())
@@ -83,7 +85,7 @@ def test_shuffle_upsampling_round_trips_and_bad_value_is_named(tmp_path):
         torch.testing.assert_close(model(x), ref(x))
     with pytest.raises(ValueError, match="shuffle"):
         HeadConfig(task="normal", upsample="nearest")
-    # a checkpoint written before the choice existed (no "upsample" in its config) loads as bilinear
+    # a checkpoint written before these choices (no "upsample", no "loss.seg_balance") records the old ones
     import json
     from safetensors import safe_open
     old_cfg = cfg.model_copy(update={"upsample": "bilinear"})
@@ -92,5 +94,7 @@ def test_shuffle_upsampling_round_trips_and_bad_value_is_named(tmp_path):
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     config = json.loads(meta["config"])
     config.pop("upsample")
+    config["loss"].pop("seg_balance")
     save_file(tensors, str(old), metadata={**meta, "config": json.dumps(config)})
     assert load_model(old).config.upsample == "bilinear"
+    assert load_model(old).config.loss.seg_balance == 0.0                 # and plain cross-entropy
