@@ -130,7 +130,11 @@ def write_summary(out: Path, paths: dict[str, Path], tasks: tuple[str, ...]) -> 
     parts.append(f"<h3>All metrics, seed 0 (<code>{rel(paths['probe_json'])}</code>)</h3>"
                  + markdown_tables(out / "probe.md"))
     parts.append(f"<p>Heads trained on the best backbone by probe rank (<code>best_backbone.txt</code>): "
-                 f"<b>{html.escape((out / 'best_backbone.txt').read_text())}</b></p><h2>Heads and predictions</h2>")
+                 f"<b>{html.escape((out / 'best_backbone.txt').read_text())}</b></p><h2>Heads and predictions</h2>"
+                 "<p>Each head's figures sit beside the mean prediction of the same held-out images. The heads "
+                 "are not the place to compare backbones: the same heads on this job's random-init backbone, "
+                 "measured by hand (benchmarks/results/main_job.md), score level with them on segmentation "
+                 "and better on normals. The probe table above is where pretraining is judged.</p>")
     for task in tasks:
         metrics_file = out / "heads" / task / "metrics.json"
         metric_text = ""
