@@ -14,6 +14,9 @@ from humans.heads.tasks import REGISTRY, get_task
 from humans.shared.config import StrictModel, load_config
 
 
+Upsample = Literal["shuffle", "bilinear"]   # DenseHead's x2 steps (heads.models.heads)
+
+
 class LossConfig(StrictModel):
     """Weights of the loss terms (the one loss-config type: ``heads.losses`` takes it as is; see the
     module docstring of ``heads.losses`` for the terms)."""
@@ -44,7 +47,7 @@ class HeadConfig(StrictModel):
                                             # (2: half the input resolution, as the seed's decoders)
     image_skip: bool = False                # dense heads: also concatenate the input image before the last
                                             # convs (off: a head learns from the backbone's features only)
-    upsample: Literal["shuffle", "bilinear"] = "shuffle"  # dense heads' x2 steps: a 3x3 conv to 4x the
+    upsample: Upsample = "shuffle"          # dense heads' x2 steps: a 3x3 conv to 4x the
                                             # channels + PixelShuffle (each token lays out its own 2x2 sub-cells,
                                             # as MAE's pixel decoder), or bilinear resize + 3x3 conv (the same
                                             # multiply-adds; seg mIoU 0.068 vs 0.072, normals 33.5 vs 32.5 deg:

@@ -26,15 +26,17 @@ the task's output map (normalisation for normals, sigmoid for albedo).
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from humans.heads.config import Upsample
 from humans.heads.tasks import get_task
 
 KINDS = ("head", "linear")
-UPSAMPLES = ("bilinear", "shuffle")  # DenseHead's x2 steps
+UPSAMPLES = get_args(Upsample)  # DenseHead's x2 steps
 DECODERS = {"deconv": "PoseHead", "dense": "DenseHead"}  # TaskSpec.decoder -> full head class
 
 
