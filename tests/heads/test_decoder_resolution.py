@@ -3,8 +3,11 @@ inference; the 4K path (a ``-4k`` config at reduced width, 3840x2160 input) end 
 checkpoints load strictly."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from humans.heads.config import HeadConfig
@@ -49,7 +52,6 @@ def test_head_checkpoint_loads_strictly(tmp_path):
     model = load_model(path)
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 48)).shape == (1, 29, 64, 48)   # full size at inference
-    from safetensors import safe_open
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     tensors = load_file(str(path))
@@ -70,11 +72,12 @@ def test_shuffle_upsampling_round_trips_and_bad_value_is_named(tmp_path):
     assert cfg.upsample == "shuffle"                                 # the default
     head = make_head(cfg, backbone)
     shuffles = [m for m in head.modules() if isinstance(m, torch.nn.PixelShuffle)]
-    assert len(shuffles) == head.up.__len__() // 4 >= 1          # one PixelShuffle per x2 step
+    assert len(shuffles) == len(head.up) // 4 >= 1               # one PixelShuffle per x2 step (4 modules each)
     finer = make_head(cfg.model_copy(update={"dense_stride": 2}), backbone)   # one more x2 step: to stride 2
     assert sum(isinstance(m, torch.nn.PixelShuffle) for m in finer.modules()) == len(shuffles) + 1
     bilinear = make_head(cfg.model_copy(update={"upsample": "bilinear"}), backbone)
-    # the same multiply-adds: each x2 step's conv has 4x the output channels at half the resolution
+    # each x2 step's conv has 4x the output channels at half the resolution: the same multiply-adds,
+    # more weights
     assert sum(p.numel() for p in head.parameters()) > sum(p.numel() for p in bilinear.parameters())
     path = save_head(tmp_path / "head.safetensors", head, cfg)
     model = load_model(path).eval()
@@ -86,8 +89,6 @@ def test_shuffle_upsampling_round_trips_and_bad_value_is_named(tmp_path):
     with pytest.raises(ValueError, match="shuffle"):
         HeadConfig(task="normal", upsample="nearest")
     # a checkpoint written before these choices (no "upsample", no "loss.seg_balance") records the old ones
-    import json
-    from safetensors import safe_open
     old_cfg = cfg.model_copy(update={"upsample": "bilinear"})
     old = save_head(tmp_path / "old.safetensors", bilinear, old_cfg)
     with safe_open(str(old), framework="pt") as f:

@@ -119,8 +119,8 @@ def test_balanced_class_weights_follow_batch_frequencies():
     from humans.heads.losses import balanced_class_weights, seg_loss
 
     target = torch.zeros(1, 10, 10, dtype=torch.long)
-    target[0, 0, :] = 1                                  # 90 % class 0, 10 % class 1, class 2 absent
-    target[0, 9, 0] = 255                                # ignored: not counted
+    target[0, 0, :] = 1                                  # class 1: 10 of 100 pixels; class 2 absent
+    target[0, 9, 0] = 255                                # ignored: not counted (class 0: 89 of 99)
     w = balanced_class_weights(target, 3, power=1.0)
     f = torch.tensor([89 / 99, 10 / 99, 0.0])
     torch.testing.assert_close(w, torch.tensor([1 / f[0], 1 / f[1], 0.0]) / 2)   # mean pixel weight 1
