@@ -58,7 +58,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--layers", help="backbone layers to read, comma-separated, negative from the end "
                                     "(default -1, e.g. 1,3 to mix an early and the last layer)")
     p.add_argument("--size", help="network input H or HxW (default 256x192); pose: the person crop size")
-    p.add_argument("--channels", type=int, help="head width (default 256 pose, 128 dense)")
+    p.add_argument("--channels", type=int, help="head width (default 256 pose, 64 seg, 128 the other dense heads)")
     p.add_argument("--label-stride", type=int, help="dense tasks: compute the training loss on labels downsampled "
                                                     "by this factor (default 2 = half the input size, as the "
                                                     "seed's decoders; 1 = input size; evaluation and the "

@@ -41,7 +41,11 @@ class HeadConfig(StrictModel):
     backbone_config: dict = Field(default_factory=dict)  # the backbone's config, for the record
     layers: list[int] = Field(default_factory=lambda: [-1])
     size: tuple[int, int] = (256, 192)      # network input (H, W); pose: person crop size
-    channels: int | None = None             # head width (None: 256 for pose, 128 for dense heads)
+    channels: int | None = None             # head width (None: the task's, TaskSpec.default_width: 256 for
+                                            # pose, 64 for seg, 128 for the other dense heads)
+    token_blocks: int | None = Field(None, ge=0)   # dense heads: residual 3x3 conv blocks at the token grid
+                                            # after the stem (None: the task's, TaskSpec.default_token_blocks:
+                                            # 4 for seg, 0 for the others)
     heatmap_stride: int = 4
     label_stride: int = Field(2, ge=1)      # dense tasks: output (and train) at input size / label_stride
                                             # (2: half the input resolution, as the seed's decoders)

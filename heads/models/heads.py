@@ -5,7 +5,9 @@ backbone with rotary position encoding gives features without absolute position.
 
 - ``PoseHead``: a deconvolution stack (ConvTranspose 4x4 stride 2 + BN + ReLU, as in SimpleBaseline /
   Sapiens) from the grid up to stride 4, then a 1x1 convolution to 308 heatmaps;
-- ``DenseHead``: 3x3 conv, then x2 blocks up to stride 4 (``upsample="bilinear"``: bilinear x2 + 3x3
+- ``DenseHead``: 3x3 conv, then ``token_blocks`` residual 3x3 conv blocks at the token grid (context
+  across neighbouring tokens where convolutions are cheapest: the seg head's default, 4 blocks at
+  width 64, lifts mIoU from 0.086 to 0.097 at the old head's cost), then x2 blocks up to stride 4 (``upsample="bilinear"``: bilinear x2 + 3x3
   conv + BN + ReLU; ``"shuffle"``: 3x3 conv to 4x the channels + PixelShuffle(2) + BN + ReLU, the same
   multiply-adds, but each token places its own 2x2 sub-cells instead of blending with its neighbours), resized to
   the output size, then (with ``image_skip``) the input image concatenated and a 3x3 conv + BN + ReLU
@@ -88,16 +90,30 @@ class PoseHead(nn.Module):
         return _resize(self.final(self.deconv(add_coords(feats))), out_hw)
 
 
+class TokenBlock(nn.Module):
+    """Residual 3x3 conv block at the token grid: conv-BN-ReLU-conv-BN added to the input, then ReLU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+                                  nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
 class DenseHead(nn.Module):
     def __init__(self, task: str, in_channels: int, channels: int = 128, num_up: int = 2, image_skip: bool = True,
-                 prior_hw: tuple[int, int] = (1, 1), upsample: str = "shuffle"):
+                 prior_hw: tuple[int, int] = (1, 1), upsample: str = "shuffle", token_blocks: int = 0):
         super().__init__()
         if upsample not in UPSAMPLES:
             raise ValueError(f"{task} head upsample {upsample!r}: allowed {', '.join(UPSAMPLES)}")
         self.task = task
         self.image_skip = image_skip
         self.stem = nn.Sequential(nn.Conv2d(in_channels + 2, channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+                                  *[TokenBlock(channels) for _ in range(token_blocks)])
         blocks: list[nn.Module] = []
         c = channels
         for _ in range(num_up):
@@ -150,10 +166,11 @@ class LinearProbe(nn.Module):
 
 def build_head(task: str, kind: str, in_channels: int, cell_size: int, channels: int | None = None,
                image_skip: bool = True, out_hw: tuple[int, int] = (1, 1), upsample: str = "shuffle",
-               dense_stride: int = 4) -> nn.Module:
+               dense_stride: int = 4, token_blocks: int | None = None) -> nn.Module:
     """The head of ``task`` (``kind`` "head" or "linear") for features with ``in_channels`` channels;
     ``out_hw``: its training output size (the size of a dense head's prior map); ``dense_stride``: the
-    stride in input pixels a dense head's x2 steps reach before the resize to ``out_hw``."""
+    stride in input pixels a dense head's x2 steps reach before the resize to ``out_hw``; ``channels`` and
+    ``token_blocks``: None for the task's defaults (``TaskSpec.default_width``, ``default_token_blocks``)."""
     spec = get_task(task)
     if kind == "linear":
         return LinearProbe(task, in_channels)
@@ -165,5 +182,5 @@ def build_head(task: str, kind: str, in_channels: int, cell_size: int, channels:
         return PoseHead(in_channels, spec.channels, width, n)
     if spec.decoder == "dense":
         return DenseHead(task, in_channels, width, num_upsamplings(cell_size, dense_stride), image_skip, out_hw,
-                         upsample)
+                         upsample, spec.default_token_blocks if token_blocks is None else token_blocks)
     raise ValueError(f"task {task!r}: decoder {spec.decoder!r}; allowed {', '.join(DECODERS)}")

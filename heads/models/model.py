@@ -44,7 +44,7 @@ class HeadModel(nn.Module):
 def make_head(cfg: HeadConfig, backbone: nn.Module) -> nn.Module:
     ex = FeatureExtractor(backbone, cfg.layers)
     return build_head(cfg.task, cfg.kind, ex.out_channels, ex.stride, cfg.channels, cfg.image_skip, cfg.out_hw(),
-                      cfg.upsample, cfg.dense_stride)
+                      cfg.upsample, cfg.dense_stride, cfg.token_blocks)
 
 
 def save_head(path: str | Path, head: nn.Module, cfg: HeadConfig) -> Path:
@@ -73,6 +73,10 @@ def read_head(path: str | Path) -> tuple[HeadConfig, dict[str, torch.Tensor]]:
     config = json.loads(meta["config"])
     config.setdefault("upsample", "bilinear")   # written before dense heads had the choice: they were bilinear
     config.setdefault("loss", {}).setdefault("seg_balance", 0.0)   # and trained with plain cross-entropy
+    if "token_blocks" not in config:   # written before the token blocks: none, and the seg head 128 wide
+        config["token_blocks"] = 0
+        if config.get("task") == "seg" and config.get("channels") is None:
+            config["channels"] = 128
     return HeadConfig.model_validate(config), tensors
 
 

@@ -45,6 +45,8 @@ class TaskSpec:
     channels: int = 0                         # output channels of the head
     decoder: str = "dense"                    # full head: "deconv" (PoseHead) or "dense" (DenseHead)
     default_width: int = 128                  # full head width when HeadConfig.channels is None
+    default_token_blocks: int = 0             # dense head's residual blocks at the token grid when
+                                              # HeadConfig.token_blocks is None
     small_init: bool = False                  # linear probe: output layer starts near zero
     dense: bool = True                        # per-pixel labels at out_hw, input image kept (skip input)
     view: str = "whole"                       # features of "whole" images or person "crop"s

@@ -1,0 +1,133 @@
+"""Side-by-side figure of head predictions on held-out images: image | ground truth | one column per head.
+
+Each ``--head LABEL=CHECKPOINT`` is a trained head (``python -m humans.heads train``, ``RUN/head.safetensors``)
+of the same task; every head predicts every ``--images`` file, drawn as ``predict`` draws it (seg: part
+colours over the image; normals: (n + 1) / 2; albedo: RGB; pointmap: depth), beside the ground truth of
+the labelled DATA folder ``--truth``. Where the labels cover part of the image (normals, pointmap), the
+prediction is shown on the labelled pixels only, which is what the metrics score. Each column's title
+carries the head's held-out primary metric from ``RUN/metrics.json`` when it is there.
+
+Example (the decoder comparison of benchmarks/results/heads.md):
+
+    python tools/heads_figure.py --task seg --truth runs/main/synth \\
+        --images runs/main/synth/images/000236.jpg runs/main/synth/images/000237.jpg \\
+        --head "old head=runs/hx/old/seg/head.safetensors" --head "default=runs/main/heads/seg/head.safetensors" \\
+        --out heads_seg.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from a source checkout: the repo's parent onto the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from humans.heads.data.dataset import DenseData  # noqa: E402
+from humans.heads.data.io import read_image  # noqa: E402
+from humans.heads.models.model import load_model  # noqa: E402
+from humans.heads.predict import predict_image  # noqa: E402
+from humans.heads.probe import PRIMARY  # noqa: E402
+
+SCALE = 3   # the figure's pixels per image pixel (synthetic humans are 128 px)
+
+
+def parse_head(text: str) -> tuple[str, Path]:
+    """``"LABEL=PATH"`` -> (label, path); a clear error otherwise."""
+    label, sep, path = text.partition("=")
+    if not sep or not label or not path:
+        raise argparse.ArgumentTypeError(f"--head {text!r}: expected LABEL=CHECKPOINT")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"--head {text!r}: no file {path}")
+    return label, Path(path)
+
+
+def primary_metric(checkpoint: Path, task: str) -> str:
+    """' (mIoU 0.099)' from the run's metrics.json beside the checkpoint, '' when absent."""
+    metrics = checkpoint.parent / "metrics.json"
+    name = PRIMARY.get(task, ("",))[0]
+    if not metrics.is_file() or not name:
+        return ""
+    value = json.loads(metrics.read_text()).get("metrics", {}).get(name)
+    return f"\n{name} {value:.3f}" if isinstance(value, (int, float)) else ""
+
+
+def panels(task: str, truth: Path, images: list[Path], heads: list[tuple[str, Path]]
+           ) -> tuple[list[str], list[list[np.ndarray]]]:
+    """Column titles and rows of RGB panels: image, ground truth, then each head's prediction."""
+    data = DenseData(str(truth))
+    models = []
+    for label, path in heads:
+        model = load_model(str(path)).eval()
+        if model.spec.name != task:
+            raise ValueError(f"--head {label}={path} is a {model.spec.name} head, not {task}")
+        models.append(model)
+    spec = models[0].spec
+    rows = []
+    for path in images:
+        img = read_image(str(path))
+        truth_map, valid = spec.truth_and_valid(data, path.stem)
+        if truth_map is None:
+            raise ValueError(f"{path}: {truth} has no {task} label for {path.stem}")
+        row = [img, spec.overlay(img, truth_map, 0.2)]
+        for model in models:
+            pred = predict_image(model, img)
+            if valid is not None and not valid.all() and pred.shape == truth_map.shape:
+                pred = np.where(valid[..., None], pred, truth_map)   # scored pixels only, as the metrics
+            row.append(spec.overlay(img, pred, 0.2))
+        rows.append(row)
+    titles = ["image", "ground truth"] + [label + primary_metric(p, task) for label, p in heads]
+    return titles, rows
+
+
+def draw(titles: list[str], rows: list[list[np.ndarray]], out: Path, caption: str = "") -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h, w = rows[0][0].shape[:2]
+    fig, axes = plt.subplots(len(rows), len(titles), squeeze=False,
+                             figsize=(len(titles) * w * SCALE / 100, len(rows) * h * SCALE / 100 + 0.6))
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+    if caption:
+        fig.suptitle(caption, fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="heads_figure", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", required=True, help="the heads' task: pose is not drawn here (use predict)")
+    ap.add_argument("--truth", required=True, type=Path, help="labelled DATA folder holding the images")
+    ap.add_argument("--images", required=True, nargs="+", type=Path, help="held-out image files of --truth")
+    ap.add_argument("--head", dest="heads", required=True, action="append", type=parse_head,
+                    metavar="LABEL=CHECKPOINT", help="a trained head (repeat: one column each)")
+    ap.add_argument("--caption", default="", help="a line above the figure")
+    ap.add_argument("--out", required=True, type=Path, help="PNG to write")
+    args = ap.parse_args(argv)
+    if args.task == "pose":
+        ap.error("--task pose: pose predictions are drawn by `python -m humans.heads predict --truth`")
+    titles, rows = panels(args.task, args.truth, args.images, args.heads)
+    print(draw(titles, rows, args.out, args.caption))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
