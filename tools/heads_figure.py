@@ -102,7 +102,9 @@ def draw(titles: list[str], rows: list[list[np.ndarray]], out: Path, caption: st
                 ax.set_title(titles[c], fontsize=8)
     if caption:
         fig.suptitle(caption, fontsize=8)
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / fig.get_figheight()))   # room for the caption line
+    else:
+        fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp" + out.suffix)
     fig.savefig(tmp, dpi=100)

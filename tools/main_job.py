@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                          "Finished heads are kept: delete OUT/heads and OUT/predictions to retrain them")
     ap.add_argument("--head-images", type=int, default=None, metavar="N",
                     help="labelled synthetic humans the heads train on (default: the preset's; demo 600). More "
-                         "help every head (2400: seg mIoU 0.113 vs 0.086 at 600, normals 30.4 vs 32.6 deg) at about "
+                         "help every head (2400: seg mIoU 0.164 vs 0.097 at 600, normals 30.4 vs 32.6 deg) at about "
                          "0.45 s per image for the five heads at 12 epochs on 2 cores (2400: 18 min); a smaller "
                          "folder is extended. Finished heads are kept: delete OUT/heads and OUT/predictions to "
                          "retrain them")
