@@ -54,7 +54,9 @@ def test_two_rank_gloo_ddp_matches_single_process(fixture_shards, tmp_path):
             for k, v in module.state_dict().items():
                 worst = max(worst, (got[part][k] - v).abs().max().item())
         print(f"{strategy}: largest parameter difference to one process {worst:.3g}")
-        assert worst < 1e-5, f"{strategy}: largest parameter difference {worst:.3g}"
+        # the all-reduce sums gradients in another order than one process: < 1e-5 on the CI machine,
+        # 5.5e-5 on another x86 CPU of the same kind; training moves the weights > 1e-3 (below)
+        assert worst < 1e-4, f"{strategy}: largest parameter difference {worst:.3g}"
         assert all(abs(a - b["loss"]) < 1e-5 for a, b in zip(got["losses"], ref.history))
     # and training moved the weights far more than that tolerance
     init = Trainer(single_cfg, tmp_path / "init", feed=[])
