@@ -57,7 +57,8 @@ def test_two_rank_gloo_ddp_matches_single_process(fixture_shards, tmp_path):
         # the all-reduce sums gradients in another order than one process: < 1e-5 on the CI machine,
         # 5.5e-5 on another x86 CPU of the same kind; training moves the weights > 1e-3 (below)
         assert worst < 1e-4, f"{strategy}: largest parameter difference {worst:.3g}"
-        assert all(abs(a - b["loss"]) < 1e-5 for a, b in zip(got["losses"], ref.history))
+        gaps = [abs(a - b["loss"]) for a, b in zip(got["losses"], ref.history)]
+        assert max(gaps) < 1e-4, gaps
     # and training moved the weights far more than that tolerance
     init = Trainer(single_cfg, tmp_path / "init", feed=[])
     moved = max((v - init.model.state_dict()[k]).abs().max().item() for k, v in ref.model.state_dict().items())
