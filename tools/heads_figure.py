@@ -90,7 +90,8 @@ def draw(titles: list[str], rows: list[list[np.ndarray]], out: Path, caption: st
     import matplotlib.pyplot as plt
 
     h, w = rows[0][0].shape[:2]
-    fig, axes = plt.subplots(len(rows), len(titles), squeeze=False,
+    # constrained layout places the caption above two-line column titles (tight_layout overlapped them)
+    fig, axes = plt.subplots(len(rows), len(titles), squeeze=False, layout="constrained",
                              figsize=(len(titles) * w * SCALE / 100, len(rows) * h * SCALE / 100 + 0.6))
     for r, row in enumerate(rows):
         for c, panel in enumerate(row):
@@ -102,9 +103,6 @@ def draw(titles: list[str], rows: list[list[np.ndarray]], out: Path, caption: st
                 ax.set_title(titles[c], fontsize=8)
     if caption:
         fig.suptitle(caption, fontsize=8)
-        fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / fig.get_figheight()))   # room for the caption line
-    else:
-        fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp" + out.suffix)
     fig.savefig(tmp, dpi=100)
