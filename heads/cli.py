@@ -141,7 +141,8 @@ def _predict_parser(sub) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--checkpoint", required=True, help="RUN/head.safetensors")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--bbox", help="pose: person box x,y,w,h in image pixels (default: the whole image)")
+    p.add_argument("--bbox", help="pose: person box x,y,w,h in image pixels (default: with --truth the labelled "
+                   "person's box, the crop the head was trained on; else the whole image)")
     p.add_argument("--backbone", help="backbone checkpoint, if it moved since training")
     p.add_argument("--min-score", type=float, default=0.2, help="pose: draw keypoints above this score")
     p.add_argument("--truth", metavar="DATA",

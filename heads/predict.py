@@ -2,7 +2,8 @@
 
 Overlays: pose = keypoints and skeleton drawn on the image (keypoints above a score); seg = part
 colours blended over the image; normal = (n + 1) / 2 as RGB; pointmap = depth (Z) through a colour
-map; albedo = the predicted RGB. Pose is top-down: the crop is the given ``--bbox`` or the whole image.
+map; albedo = the predicted RGB. Pose is top-down: the crop is the given ``--bbox``, else, with ``--truth``,
+the labelled person's box (the crop the head was trained and scored on), else the whole image.
 
 Interchange files besides the previews: every task writes its raw output as ``.npy``; pose also writes
 ``keypoints_results.json`` (COCO keypoint results, 308 x 3 values per person, what pycocotools'
@@ -37,6 +38,16 @@ def _parse_bbox(text: str | None, hw: tuple[int, int]) -> tuple[float, float, fl
     if w <= 0 or h <= 0:
         raise ValueError(f"--bbox {text!r}: width and height must be positive")
     return (x, y, w, h)
+
+
+def labelled_person_box(spec, data, key: str) -> tuple[float, float, float, float] | None:
+    """Pose with a labelled DATA folder and no ``--bbox``: the box (x, y, w, h) of the image's first labelled
+    person, the one whose keypoints ``truth`` draws; a head trained on person crops then sees a person crop
+    (the whole image shows the person at a scale it never saw). None for other tasks or unlabelled images."""
+    if spec.name != "pose" or data is None:
+        return None
+    people = data.people(key)
+    return tuple(float(v) for v in people[0].bbox) if people else None
 
 
 @torch.no_grad()
@@ -87,7 +98,8 @@ def run_predict(checkpoint: str, images: list[str], out_dir: str, task: str | No
     records: list[dict] = []
     for image_id, path in enumerate(images, start=1):
         img = read_image(path)
-        pred = predict_image(model, img, _parse_bbox(bbox, img.shape[:2]))
+        box = None if bbox else labelled_person_box(spec, data, Path(path).stem)
+        pred = predict_image(model, img, box or _parse_bbox(bbox, img.shape[:2]))
         stem = f"{Path(path).stem}_{spec.name}"
         np.save(out / f"{stem}.npy", pred)
         shown = spec.overlay(img, pred, min_score)

@@ -369,8 +369,9 @@ def main(argv: list[str] | None = None) -> int:
                          "Finished heads are kept: delete OUT/heads and OUT/predictions to retrain them")
     ap.add_argument("--head-images", type=int, default=None, metavar="N",
                     help="labelled synthetic humans the heads train on (default: the preset's; demo 600). More "
-                         "help every head (2400: seg mIoU 0.164 vs 0.097 at 600, normals 30.4 vs 32.6 deg) at about "
-                         "0.45 s per image for the five heads at 12 epochs on 2 cores (2400: 18 min); a smaller "
+                         "help every head (seg mIoU 0.099 / 0.164 / 0.225 and normals 32.6 / 30.4 / 28.6 deg at 600 / "
+                         "2400 / 9600) at about 0.45 s per image for the five heads at 12 epochs on 2 cores (2400: "
+                         "18 min; 9600: about 80 min); a smaller "
                          "folder is extended. Finished heads are kept: delete OUT/heads and OUT/predictions to "
                          "retrain them")
     ap.add_argument("--pretrain-steps", type=int, default=None, metavar="N",

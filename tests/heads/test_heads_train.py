@@ -120,6 +120,14 @@ def test_predict_writes_overlays(runs, synth_data, random_tiny_backbone, tmp_pat
     w = src.shape[1]
     assert pair.shape == (src.shape[0], 2 * w, 3) and (pair[:, :w] == ov).all()
     assert (pair[:, w:] != src).any() and (pair[:, w:] != ov).any()
+    # with --truth and no --bbox the pose crop is the labelled person's box (what the head was trained and
+    # scored on), the same prediction as that box given by hand and not the whole image's
+    box = DenseData(synth_data).people("000001")[0].bbox
+    for name, extra in (("box", ["--bbox", ",".join(str(float(v)) for v in box)]), ("whole", ["--bbox", f"0,0,{w},{src.shape[0]}"])):
+        assert main(["predict", "--checkpoint", str(res["out"] / "head.safetensors"), "--out", str(tmp_path / name),
+                     *extra, str(img)]) == 0
+    assert np.allclose(kp, np.load(tmp_path / "box" / "000001_pose.npy"), atol=1e-4)
+    assert np.abs(kp[:, :2] - np.load(tmp_path / "whole" / "000001_pose.npy")[:, :2]).max() > 1.0
     res = train_run(runs, "normal", synth_data, random_tiny_backbone)
     assert main(["predict", "--checkpoint", str(res["out"] / "head.safetensors"), "--out", str(tmp_path),
                  "--truth", str(synth_data), str(img)]) == 0
