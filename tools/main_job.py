@@ -49,7 +49,10 @@ class Preset:
     synth_size: int
     probe_size: str             # input of the dense probes (whole images)
     head_epochs: int
-    head_size: str              # input of the dense heads (the pose head: pose_crop_size)
+    # input of the five heads, the pose head's person crops too: at 128x96 (a 16x12 token grid) the pose head
+    # reaches PCK@0.1 0.505 +- 0.004 against 0.471 +- 0.003 on 64x48 crops (8x6 tokens), hands above the mean
+    # pose, for 70 s more (600 images, 3 head seeds, benchmarks/results/heads.md)
+    head_size: str
     seeds: tuple[int, ...] = (0,)
     threads: int = 2
     device: str = "cpu"
@@ -66,8 +69,9 @@ class Preset:
 
     @property
     def pose_crop_size(self) -> str:
-        """Person crops of the pose probe and head at the pretraining view size: a person shown at the
-        scale the backbone learned from (at ``probe_size`` a crop shows them about twice as large)."""
+        """Person crops of the pose probe at the pretraining view size: a person shown at the scale the
+        backbone learned from (at ``probe_size`` a crop shows them about twice as large). The pose head, a
+        trained decoder, does better on ``head_size`` crops (a finer token grid)."""
         return f"{self.global_size}x{self.global_size * 3 // 4}"
 
 
@@ -210,7 +214,7 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
         head_dir = out / "heads" / task
         run(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data", str(head_data),
                *head_val, "--out", str(head_dir), "--epochs", str(p.head_epochs),
-               "--size", p.pose_crop_size if task == "pose" else p.head_size,
+               "--size", p.head_size,
                "--threads", str(p.threads), "--device", p.device, "--cache-dir", str(out / "feature_cache")),
             head_dir / "head.safetensors", f"6c. train the {task} head on '{best}' (features only, no image skip)")
         run(py("-m", "humans.heads", "predict", "--task", task, "--checkpoint", str(head_dir / "head.safetensors"),
