@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from humans.curation.config import load_pipeline
     from humans.curation.demo_pool import make_demo_pool
-    from humans.curation.detectors import build_detector
+    from humans.curation.detectors import build_detector, detector_long_side
     from humans.curation.stages import quality, resolution
     from humans.shared.imageio import ImageError, read_header
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     cfg = load_pipeline("humans")
     qcfg, pcfg = cfg.stage("quality"), cfg.stage("person")
-    side = pcfg.analysis_long_side
+    side = detector_long_side(pcfg)
     pool = Path(args.pool or make_demo_pool(Path(tempfile.mkdtemp()) / "pool", scale=args.scale))
     labels = pq.read_table(pool / "labels.parquet").to_pandas()
     blobs = []

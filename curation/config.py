@@ -63,7 +63,7 @@ class QualityStage(_Stage):
     """Stage 2: sharpness, exposure, information and compression artefacts on the decoded pixels."""
 
     name: Literal["quality"]
-    analysis_long_side: int = Field(512, ge=64, description="images are resized to this before scoring")
+    analysis_long_side: int = Field(384, ge=64, description="images are resized to this before scoring")
     min_sharpness: float = Field(20.0, ge=0, description="variance of the Laplacian at analysis size")
     min_mean: float = Field(25.0, ge=0, le=255)
     max_mean: float = Field(230.0, ge=0, le=255)
@@ -89,7 +89,9 @@ class PersonStage(_Stage):
     weights: str | None = Field(None, description="ultralytics YOLO .pt (detector yolo / auto)")
     min_score: float = Field(0.5, ge=0, le=1)
     min_persons: int = Field(1, ge=1)
-    analysis_long_side: int = Field(640, ge=64)
+    analysis_long_side: int | None = Field(
+        None, ge=64, description="long side of the copy the detector sees; null: the detector's own "
+                                 "(384 for mediapipe, 640 for opencv, hog, mtcnn, yolo)")
 
     @model_validator(mode="after")
     def _weights_for_yolo(self) -> "PersonStage":

@@ -89,12 +89,13 @@ class MediaPipeDetector:
         import mediapipe as mp  # bundled models; model_complexity=1 is the one shipped in the wheel
 
         self.cfg = cfg
+        self.side = detector_long_side(cfg)
         self.pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
                                            min_detection_confidence=0.5)
         self.face = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
 
     def _one(self, rgb: np.ndarray) -> list[PersonDict]:
-        small, s = _resize(rgb, self.cfg.analysis_long_side)
+        small, s = _resize(rgb, self.side)
         h, w = small.shape[:2]
         H, W = rgb.shape[:2]
         people: list[PersonDict] = []
@@ -138,13 +139,14 @@ class HogDetector:
 
     def __init__(self, cfg: PersonStage):
         self.cfg = cfg
+        self.side = detector_long_side(cfg)
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     def detect(self, images: list[np.ndarray]) -> list[list[PersonDict]]:
         out = []
         for rgb in images:
-            small, s = _resize(rgb, self.cfg.analysis_long_side)
+            small, s = _resize(rgb, self.side)
             rects, weights = self.hog.detectMultiScale(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY),
                                                        winStride=(8, 8), padding=(8, 8), scale=1.05)
             people = []
@@ -183,6 +185,7 @@ class OpenCvDetector:
 
     def __init__(self, cfg: PersonStage):
         self.cfg = cfg
+        self.side = detector_long_side(cfg)
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
         self.cascades = {}
@@ -204,7 +207,7 @@ class OpenCvDetector:
                 for (x, y, w, h), wt in zip(np.asarray(boxes).reshape(-1, 4), np.ravel(weights))]
 
     def _one(self, rgb: np.ndarray) -> list[PersonDict]:
-        small, s = _resize(rgb, self.cfg.analysis_long_side)
+        small, s = _resize(rgb, self.side)
         grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         H, W = rgb.shape[:2]
         people: list[PersonDict] = []
@@ -246,6 +249,7 @@ class MtcnnDetector:
         from facenet_pytorch import MTCNN
 
         self.cfg = cfg
+        self.side = detector_long_side(cfg)
         self.device = torch_device(device)
         self.mtcnn = MTCNN(keep_all=True, device=self.device)
 
@@ -254,7 +258,7 @@ class MtcnnDetector:
 
         out = []
         for rgb in images:
-            small, s = _resize(rgb, self.cfg.analysis_long_side)
+            small, s = _resize(rgb, self.side)
             H, W = rgb.shape[:2]
             boxes, probs = self.mtcnn.detect(Image.fromarray(small))
             people = []
@@ -296,6 +300,7 @@ class YoloDetector:
 
         _undo_ultralytics_pil_patch()
         self.cfg = cfg
+        self.side = detector_long_side(cfg)
         self.device = torch_device(device)
         self.model = YOLO(cfg.weights)
         self.name = f"ultralytics-yolo:{os.path.basename(cfg.weights)}"
@@ -305,7 +310,7 @@ class YoloDetector:
         if not images:
             return []
         bgr = [np.ascontiguousarray(im[:, :, ::-1]) for im in images]
-        results = self.model.predict(bgr, imgsz=self.cfg.analysis_long_side, classes=[0], batch=len(bgr),
+        results = self.model.predict(bgr, imgsz=self.side, classes=[0], batch=len(bgr),
                                      conf=min(self.cfg.min_score, 0.25), verbose=False, device=self.device)
         out = []
         for r in results:
@@ -334,6 +339,18 @@ def optional_available(kind: str) -> bool:
 
     module = _OPTIONAL.get(kind)
     return module is None or importlib.util.find_spec(module) is not None
+
+
+# Long side of the copy each detector sees when person.analysis_long_side is null. MediaPipe's models run at
+# 224 px (person detector) and 256 px (landmarks) inside, so a 384 px copy decides as a 640 px one does
+# (benchmarks/results/curation_speed.md) and lets stages 0-2 decode web photos at 1/4 scale; HOG's window is
+# 64x128 px, so OpenCV needs the larger copy to find people a fifth of the frame tall; 640 is YOLO's own size.
+DETECTOR_LONG_SIDE = {"mediapipe": 384, "opencv": 640, "hog": 640, "mtcnn": 640, "yolo": 640}
+
+
+def detector_long_side(cfg: PersonStage) -> int:
+    """The long side of the copy the detector sees: ``cfg.analysis_long_side``, else the detector's own."""
+    return int(cfg.analysis_long_side or DETECTOR_LONG_SIDE[resolve_kind(cfg)])
 
 
 def resolve_kind(cfg: PersonStage) -> str:

@@ -26,6 +26,7 @@ from humans.shared.imageio import ImageError, decode_rgb, decode_rgb_reduced, en
 
 from .config import PipelineConfig
 from .decisions import STAGED_SCHEMA, write_decisions, write_rows
+from .detectors import detector_long_side
 from .sources import PoolTask, read_task
 from .stages import framing as framing_stage
 from .stages import person as person_stage
@@ -107,7 +108,7 @@ def filter_task(task: PoolTask, cfg: PipelineConfig, task_index: int) -> dict[st
     _limit_threads(cfg.filter_resources.num_cpus)
     res_cfg, q_cfg, p_cfg = cfg.stage("resolution"), cfg.stage("quality"), cfg.stage("person")
     max_pixels = res_cfg.max_pixels if res_cfg else 100_000_000
-    small_side = p_cfg.analysis_long_side if p_cfg else 640
+    small_side = detector_long_side(p_cfg) if p_cfg else 640  # the copy the detector sees
     analysis_side = max(small_side, q_cfg.analysis_long_side if q_cfg else 0)
     rows: dict[str, list[dict]] = {"read": [], "resolution": [], "quality": []}
     survivors: list[dict[str, Any]] = []

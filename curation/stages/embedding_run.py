@@ -19,7 +19,7 @@ from humans.shared.log import get_logger, progress
 
 from ..config import PipelineConfig
 from ..decisions import decision_path, write_decisions
-from ..raytools import PhaseClock, assigned_device, fit_actors, options, remote
+from ..raytools import PhaseClock, assigned_device, batches, fit_actors, options, remote
 from ..sources import PoolTask
 from ..work import staged_path, work_path
 from . import embedding as emb_stage
@@ -181,7 +181,11 @@ def _reduce(threshold: float, partition: int, partitions: int, *parts):
     return edges, {k: attr_of[k] for e in edges for k in e[:2]}
 
 
-def _decide(run_dir: str, task_id: str, clusters: dict, best: dict, model: str) -> int:
+def _decide(run_dir: str, task_ids: list[str], clusters: dict, best: dict, model: str) -> int:
+    return sum(_decide_one(run_dir, task_id, clusters, best, model) for task_id in task_ids)
+
+
+def _decide_one(run_dir: str, task_id: str, clusters: dict, best: dict, model: str) -> int:
     keys = list(dict.fromkeys(str(k) for k in load_emb(emb_path(run_dir, task_id))[0]))  # one row per image
     t = storage.read_parquet(staged_path(run_dir, task_id), columns=["key", "source"]).to_pydict()
     source = dict(zip(t["key"], t["source"]))
@@ -287,7 +291,7 @@ def group_embeddings(tasks: list[PoolTask], cfg: PipelineConfig, out: str, total
         best[b] = max(best.get(b, s), s)
     decide = remote(_decide, res, gpu=False)
     cref, bref = ray.put(clusters), ray.put(best)
-    ray.get([decide.remote(out, t.task_id, cref, bref, description) for t in tasks])
+    ray.get([decide.remote(out, [t.task_id for t in g], cref, bref, description) for g in batches(tasks)])
     info.update(edges=len(edges), clustered=len(clusters), model=description,
                 removed=sum(1 for k, (r, _) in clusters.items() if r != k),
                 search_seconds=round(time.perf_counter() - t0, 3), startup_s=startup_s)

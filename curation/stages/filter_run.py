@@ -11,6 +11,7 @@ from humans.shared import storage
 from humans.shared.log import get_logger, progress
 
 from ..config import PipelineConfig
+from ..detectors import detector_long_side
 from ..raytools import PhaseClock, fit_actors, options, remote
 from ..sources import PoolTask
 from ..work import TaskCommitter, done_path, env_int, filter_task
@@ -36,8 +37,9 @@ def run_filter_stages(tasks: list[PoolTask], cfg: PipelineConfig, out: str, tota
     Committer = ray.remote(TaskCommitter).options(**options(act_cpus, pres.num_gpus))
     actors = [Committer.remote(cfg, out) for _ in range(n_act)]
     filt = remote(filter_task, cfg.filter_resources, scheduling_strategy="SPREAD")
-    log.info("stages 0-4: %d person actor(s) x %.2f CPU, filter tasks x %.2f CPU, detector %s",
-             n_act, act_cpus, cfg.filter_resources.num_cpus, ray.get(actors[0].detector_name.remote()))
+    log.info("stages 0-4: %d person actor(s) x %.2f CPU, filter tasks x %.2f CPU, detector %s on %s px copies",
+             n_act, act_cpus, cfg.filter_resources.num_cpus, ray.get(actors[0].detector_name.remote()),
+             detector_long_side(person) if person else "-")
     fail_after = env_int(FAIL_AFTER_ENV)
     max_filters = 2 * max(n_act, cfg.filter_resources.concurrency)  # filter results made ahead of the actors
     queue = list(pending)

@@ -1,5 +1,5 @@
 """Stage 5 on Ray, pHash grouping: LSH band rows of every pool task are shuffled by bucket to
-``partitions`` reduce tasks (one map task per pool task, ``num_returns=partitions``), exact Hamming
+``partitions`` reduce tasks (one map task per batch of pool tasks, ``num_returns=partitions``), exact Hamming
 distance inside buckets (``stages.phash``), union-find on the driver over the duplicate edges only
 (``stages.clusters``), decisions written per pool task. A done marker makes it resumable.
 """
@@ -10,7 +10,7 @@ from humans.shared.log import get_logger, progress
 
 from ..config import PipelineConfig
 from ..decisions import write_decisions
-from ..raytools import remote
+from ..raytools import batches, remote
 from ..sources import PoolTask
 from ..work import staged_path, work_path
 from . import phash as phash_stage
@@ -19,10 +19,15 @@ from .clusters import rank_of, resolve_clusters
 log = get_logger("curation")
 
 
-def _map(path: str, nbits: int, bands: int, partitions: int):
-    t = storage.read_parquet(path, columns=["key", "phash", "width", "height", "file_bytes"]).to_pydict()
-    attrs = [(w * h, b, k) for k, w, h, b in zip(t["key"], t["width"], t["height"], t["file_bytes"])]
-    parts = phash_stage.band_rows(t["key"], t["phash"], nbits, bands, partitions, attrs)
+def _map(paths: list[str], nbits: int, bands: int, partitions: int):
+    """Band rows of a batch of pool tasks' staged survivors, one part per reduce partition."""
+    keys, hexes, attrs = [], [], []
+    for path in paths:
+        t = storage.read_parquet(path, columns=["key", "phash", "width", "height", "file_bytes"]).to_pydict()
+        keys += t["key"]
+        hexes += t["phash"]
+        attrs += [(w * h, b, k) for k, w, h, b in zip(t["key"], t["width"], t["height"], t["file_bytes"])]
+    parts = phash_stage.band_rows(keys, hexes, nbits, bands, partitions, attrs)
     return parts[0] if partitions == 1 else tuple(parts)
 
 
@@ -30,7 +35,11 @@ def _reduce(nbits: int, max_distance: int, *parts):
     return phash_stage.bucket_pairs(list(parts), nbits, max_distance)
 
 
-def _decide(run_dir: str, task_id: str, clusters: dict, nearest: dict) -> int:
+def _decide(run_dir: str, task_ids: list[str], clusters: dict, nearest: dict) -> int:
+    return sum(_decide_one(run_dir, task_id, clusters, nearest) for task_id in task_ids)
+
+
+def _decide_one(run_dir: str, task_id: str, clusters: dict, nearest: dict) -> int:
     t = storage.read_parquet(staged_path(run_dir, task_id), columns=["key", "source", "phash"]).to_pydict()
     rows = []
     for key, source, h in zip(t["key"], t["source"], t["phash"]):
@@ -54,7 +63,8 @@ def group_phash(tasks: list[PoolTask], cfg: PipelineConfig, out: str) -> dict:
     nbits, P = st.hash_size ** 2, st.partitions
     res = st.resources
     mapper = remote(_map, res, num_returns=P)
-    maps = [mapper.remote(staged_path(out, t.task_id), nbits, st.bands, P) for t in tasks]
+    groups = batches(tasks)
+    maps = [mapper.remote([staged_path(out, t.task_id) for t in g], nbits, st.bands, P) for g in groups]
     if P == 1:
         maps = [[m] for m in maps]
     reducer = remote(_reduce, res)
@@ -70,7 +80,7 @@ def group_phash(tasks: list[PoolTask], cfg: PipelineConfig, out: str) -> dict:
         nearest[b] = min(nearest.get(b, d), d)
     cref, nref = ray.put(clusters), ray.put(nearest)
     decide = remote(_decide, res)
-    ray.get([decide.remote(out, t.task_id, cref, nref) for t in tasks])
+    ray.get([decide.remote(out, [t.task_id for t in g], cref, nref) for g in groups])
     info = {"edges": len(edges), "clustered": len(clusters),
             "removed": sum(1 for k, (r, _) in clusters.items() if r != k)}
     storage.write_json(marker, info)

@@ -85,9 +85,12 @@ def test_adversarial_pool_through_the_real_pipeline(demo_pool_dir, ray_local, tm
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(b"half written")
 
-    # the embedding dedup is switched off: it only costs time here (every class is decided earlier)
+    # the embedding dedup is switched off: it only costs time here (every class is decided earlier); the
+    # detector sees 640 px copies whichever detector is installed: this test is about reading, and both
+    # detectors find these four people at that size (MediaPipe's default 384 px copy misses one of them)
     summary = run_pipeline(str(root), str(out), pipeline=PIPE,
-                           overrides={"read.max_bytes": 2_000_000, "embedding.enabled": False})
+                           overrides={"read.max_bytes": 2_000_000, "embedding.enabled": False,
+                                          "person.analysis_long_side": 640})
 
     keys = dict(zip(path_keys(sorted(expect)), sorted(expect)))
     read = read_decisions(out, "read").set_index("key")

@@ -197,8 +197,8 @@ def test_encoders_validate_input():
 
 
 def test_reduced_decode_of_a_large_jpeg_feeds_the_same_filter_decisions_and_keeps_its_bytes(tmp_path):
-    """A 2000 px JPEG is decoded once at 1/2 scale (>= the 640 px analyses need), quality decides as on a
-    full decode, the shard keeps the original bytes at the header's size, and pHash barely moves; small
+    """A 2000 px JPEG is decoded once at reduced scale (>= the size the analyses need), quality decides as on
+    a full decode, the shard keeps the original bytes at the header's size, and pHash barely moves; small
     JPEGs and PNGs decode exactly as before; truncated data still fails as truncated."""
     import cv2
     import skimage.data
@@ -207,6 +207,7 @@ def test_reduced_decode_of_a_large_jpeg_feeds_the_same_filter_decisions_and_keep
     from humans.curation.sources import PoolTask
     from humans.curation.stages import quality
     from humans.curation.demo_pool import phash_bits
+    from humans.curation.detectors import detector_long_side
     from humans.curation.work import filter_task
     from humans.shared.imageio import decode_rgb_reduced
 
@@ -225,13 +226,15 @@ def test_reduced_decode_of_a_large_jpeg_feeds_the_same_filter_decisions_and_keep
     assert err.value.reason == "truncated"
 
     cfg = load_pipeline("humans-test")
+    # the detector's copy: 640 px for OpenCV (the default install), 384 px for MediaPipe (the extra)
+    side = detector_long_side(cfg.stage("person"))
     (tmp_path / "big.jpg").write_bytes(big)
     res = filter_task(PoolTask("files-000000-big", "files", str(tmp_path), (("big.jpg", "big"),)), cfg, 0)
     (surv,) = res["survivors"]
     assert surv["data"] == big and (surv["width"], surv["height"]) == (2000, 1600) and surv["converted"] == ""
-    assert surv["small"].shape == (512, 640, 3)
+    assert surv["small"].shape == (round(side * 0.8), side, 3)
     qcfg = cfg.stage("quality")
     on_full = quality.decide(quality.measure(full, big, qcfg), qcfg)
     assert res["rows"]["quality"][0]["kept"] is on_full[0] is True
-    small_full = cv2.resize(full, (640, 512), interpolation=cv2.INTER_AREA)
+    small_full = cv2.resize(full, (side, round(side * 0.8)), interpolation=cv2.INTER_AREA)
     assert (phash_bits(surv["small"]) != phash_bits(small_full)).sum() <= 2
