@@ -9,7 +9,12 @@ Measured in one run, side by side:
    header read (stage 1), quality (stage 2, decode excluded), person detection (stage 3),
    framing (stage 4), pHash + LSH banding (stage 5), embedding (stage 6: our backbone embedder,
    beside open_clip ViT-B-32 at 224 and 128 px);
-3. the whole pipeline on local Ray (``--num-cpus``), start-up included and excluded;
+3. the whole pipeline on local Ray (``--num-cpus``), start-up included and excluded; with
+   ``--pool-copies K`` also on a pool K times larger (the demo pool beside K-1 more drawn with other
+   seeds, re-encoded the same way), and the **marginal rate** between the two runs, (N_K - N_1) /
+   (seconds_K - seconds_1): what each further image costs once the run's fixed costs (Ray and actor
+   start-up, the global pHash / embedding grouping steps, the phase barriers) are paid, i.e. the rate a
+   pool of billions sees;
 4. faiss near-duplicate search at 10k / 100k / 1M clustered 512-d vectors (exact flat range search
    where affordable, IVF partitions otherwise);
 5. the projected core-hours for a 4-billion-image pool.
@@ -20,6 +25,7 @@ does: the demo pool's own images (512-830 px) decode in 3-4 ms, which no detecto
 
     python benchmarks/curation_bench.py --scale small --out benchmarks/results/curation.md
     python benchmarks/curation_bench.py --scale demo --web-size --faiss-sizes 10000 --out /tmp/web.md
+    python benchmarks/curation_bench.py --scale demo --web-size --pool-copies 4 --faiss-sizes 10000 --out /tmp/web4.md
 """
 from __future__ import annotations
 
@@ -212,6 +218,33 @@ def upscale_pool(pool: Path, pipeline: str, long_side: int = 2000) -> int:
     return n
 
 
+def larger_pool(pool: Path, copies: int, scale: str, web_size: bool, pipeline: str, root: Path) -> Path:
+    """``pool``'s images beside those of ``copies - 1`` more demo pools (seeds 1, 2, ...), prepared the same
+    way (``upscale_pool`` when ``web_size``), in one folder: a pool ``copies`` times larger of the same mix."""
+    import shutil
+
+    from humans.curation.demo_pool import make_demo_pool
+
+    out = root / f"pool_x{copies}" / "images"
+    out.mkdir(parents=True)
+    for k in range(copies):
+        src = pool if k == 0 else make_demo_pool(root / f"pool_seed{k}", scale=scale, seed=k)
+        if k and web_size:
+            upscale_pool(src, pipeline)
+        for f in sorted((src / "images").rglob("*")):
+            if f.is_file():
+                shutil.copy2(f, out / f"s{k}_{f.relative_to(src / 'images').as_posix().replace('/', '_')}")
+    return out.parent
+
+
+def marginal(small: dict, large: dict) -> dict:
+    """The rate of the images the larger run added: fixed costs of a run cancel out."""
+    dn = large["images"] - small["images"]
+    out = {"images_added": dn, "img_s_work": _rate(dn, large["work_s"] - small["work_s"]),
+           "img_s_wall": _rate(dn, large["wall_s"] - small["wall_s"])}
+    return out
+
+
 def bench_pipeline(pool: Path, pipeline: str, num_cpus: int) -> dict:
     from humans.curation import run_pipeline
 
@@ -327,6 +360,17 @@ def write_markdown(path: Path, res: dict) -> None:
                   f"Phase seconds: {json.dumps({k: round(v, 1) for k, v in pipe['seconds'].items()})}; of which "
                   f"start-up (first-to-last task rate, curation.raytools.PhaseClock): "
                   f"{json.dumps(pipe['startup_seconds'])}", ""]
+        big, mg = res.get("pipeline_large"), res.get("marginal")
+        if big and mg:
+            lines += [f"The same pipeline on a pool {big['copies']} times larger ({big['images']} images: the demo pool "
+                      f"beside {big['copies'] - 1} more drawn with other seeds, prepared the same way): "
+                      f"{big['img_s_work']:.2f} images/s excl. Ray start (**{big['img_s_work'] / dec:.3f}x** raw decode), "
+                      f"phase seconds {json.dumps({k: round(v, 1) for k, v in big['seconds'].items()})}. "
+                      f"**Marginal rate** of the {mg['images_added']} added images, (N_large - N_small) / "
+                      f"(seconds_large - seconds_small), excl. Ray start: **{mg['img_s_work']:.2f} images/s = "
+                      f"{mg['img_s_work'] / dec:.3f}x raw decode** (wall: {mg['img_s_wall']:.2f} images/s = "
+                      f"{mg['img_s_wall'] / dec:.3f}x): what each further image of a pool of billions costs once a "
+                      "run's fixed costs are paid.", ""]
     if fa:
         lines += ["faiss near-duplicate search (512-d clustered vectors, cosine >= 0.95, all cores):", "",
                   "| vectors | index | seconds | pairs found | planted pairs | recall vs exact |",
@@ -346,7 +390,9 @@ def write_markdown(path: Path, res: dict) -> None:
                      f"**{pr['pipeline_core_hours_4B']:,.0f} core-hours**"
                      + (f"; at the steady rate (actor start-up excluded too, as on a pool of billions): "
                         f"**{pr['pipeline_core_hours_4B_steady']:,.0f} core-hours**" if "pipeline_core_hours_4B_steady" in pr
-                        else "") + ".")
+                        else "")
+                     + (f"; at the marginal rate of the larger pool: **{pr['pipeline_core_hours_4B_marginal']:,.0f} "
+                        "core-hours**" if "pipeline_core_hours_4B_marginal" in pr else "") + ".")
     share_of = {"02_quality": "quality_in", "03_person": "person_in", "04_framing": "framing_in",
                 "05_phash": "phash_in", "06_embedding": "embedding_in"}
     cost = {k: pr["shares"][v] / st[k]["img_s"] for k, v in share_of.items() if st.get(k, {}).get("img_s")}
@@ -369,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-pipeline", action="store_true", help="skip the whole-pipeline Ray run")
     ap.add_argument("--web-size", action="store_true",
                     help="re-encode the pool's JPEGs that pass stage 1 at a 2000 px long side first (web-photo size)")
+    ap.add_argument("--pool-copies", type=int, default=1,
+                    help="also run the pipeline on a pool this many times larger (more demo pools, other seeds) and "
+                         "report the marginal rate between the two runs (what a pool of billions pays per image)")
     ap.add_argument("--out", default="benchmarks/results/curation.md", help="markdown results file")
     args = ap.parse_args(argv)
     from humans.curation.demo_pool import make_demo_pool
@@ -388,12 +437,21 @@ def main(argv: list[str] | None = None) -> int:
         if res["pipeline"]:
             print("pipeline", json.dumps(res["pipeline"]), flush=True)
             # the floor again, right after the pipeline: this shared host's decode rate drifts within a run
+            if args.pool_copies > 1:
+                big = larger_pool(pool, args.pool_copies, args.scale, args.web_size, args.pipeline, Path(tmp))
+                res["pipeline_large"] = bench_pipeline(big, args.pipeline, args.num_cpus)
+                res["pipeline_large"]["copies"] = args.pool_copies
+                res["marginal"] = marginal(res["pipeline"], res["pipeline_large"])
+                print("pipeline_large", json.dumps(res["pipeline_large"]), flush=True)
+                print("marginal", json.dumps(res["marginal"]), flush=True)
             res["pipeline"]["raw_decode_after"] = raw_decode(pool)
             print(f"raw_jpeg_decode after the pipeline {res['pipeline']['raw_decode_after']['img_s']:.1f} img/s",
                   flush=True)
     sizes = [int(s) for s in args.faiss_sizes.split(",") if s]
     res["faiss"] = bench_faiss(sizes, flat_max=args.flat_max)
     res["projection"] = project(res["stages"], res["pipeline"])
+    if res.get("marginal"):
+        res["projection"]["pipeline_core_hours_4B_marginal"] = 4e9 / (res["marginal"]["img_s_work"] / args.num_cpus) / 3600
     print("projection", json.dumps(res["projection"]))
     out = Path(args.out)
     write_markdown(out, res)
