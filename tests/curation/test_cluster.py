@@ -91,3 +91,17 @@ def test_phase_clock_separates_start_up_from_the_steady_rate():
     assert clock.startup_s() == 4.0
     clock.done = [101.0, 102.0, 103.0]  # no start-up beyond one task's own time
     assert clock.startup_s() == 0.0
+
+
+def test_per_task_steps_go_in_batches_that_cover_every_task_once_in_order():
+    from humans.curation.raytools import batches
+
+    tasks = [f"t{i}" for i in range(29)]
+    got = batches(tasks, cpus=2)  # about 4 batches per CPU: 8 of at most 4 tasks
+    assert [t for b in got for t in b] == tasks
+    assert len(got) == 8 and max(map(len, got)) == 4
+    assert batches(tasks[:3], cpus=2) == [["t0"], ["t1"], ["t2"]]  # never an empty batch
+    big = [str(i) for i in range(10_000)]
+    got = batches(big, max_batch=64, cpus=2)  # a large pool: the batch size cap decides
+    assert max(map(len, got)) <= 64 and len(got) == 157 and [t for b in got for t in b] == big
+    assert batches([], cpus=2) == []
