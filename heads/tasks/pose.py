@@ -41,7 +41,8 @@ class PoseTask(TaskSpec):
     dense = False
     view = "crop"
     flip_test = True
-    metric_rows = (("AP", "pose OKS AP", True), ("PCK@0.1", "pose PCK@0.1", True))
+    metric_rows = (("AP", "pose OKS AP", True), ("AP/body", "pose OKS AP, 25 body points", True),
+                   ("PCK@0.1", "pose PCK@0.1", True))
 
     # ------------------------------------------------------------------ output
     def out_hw(self, cfg) -> tuple[int, int]:
