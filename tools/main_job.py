@@ -374,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head-images", type=int, default=None, metavar="N",
                     help="labelled synthetic humans the heads train on (default: the preset's; demo 600). More "
                          "help every head (seg mIoU 0.099 / 0.164 / 0.225 and normals 32.6 / 30.4 / 28.6 deg at 600 / "
-                         "2400 / 9600) at about 0.45 s per image for the five heads at 12 epochs on 2 cores (2400: "
-                         "18 min; 9600: about 80 min); a smaller "
+                         "2400 / 9600; pose PCK@0.1 0.505 / 0.595 at 600 / 9600 on its 128x96 crops) at about 0.6 s "
+                         "per image for the five heads at 12 epochs on 2 cores (9600: about 100 min; the pose head "
+                         "alone 30); a smaller "
                          "folder is extended. Finished heads are kept: delete OUT/heads and OUT/predictions to "
                          "retrain them")
     ap.add_argument("--pretrain-steps", type=int, default=None, metavar="N",
