@@ -109,8 +109,8 @@ def fit_actors(want: int, cpus: float, total_cpus: float, reserve: float) -> tup
 def batches(items: list, max_batch: int = 64, per_cpu: int = 4, cpus: float | None = None) -> list[list]:
     """``items`` (pool tasks) cut into contiguous batches, one Ray call each, for the cheap per-task steps
     (pHash map, the dedup decisions): about ``per_cpu`` batches per cluster CPU, none over ``max_batch``
-    items. One call per pool task spent more on Ray's scheduling than on the work (29 tasks: about a
-    second per step on 2 CPUs, benchmarks/results/curation_speed.md)."""
+    items: a pool of millions of tasks makes thousands of Ray calls per step, not millions. (On the 29-task
+    demo pool it made no difference that could be measured: benchmarks/results/curation_speed.md.)"""
     if not items:
         return []
     if cpus is None:
