@@ -240,9 +240,8 @@ def larger_pool(pool: Path, copies: int, scale: str, web_size: bool, pipeline: s
 def marginal(small: dict, large: dict) -> dict:
     """The rate of the images the larger run added: fixed costs of a run cancel out."""
     dn = large["images"] - small["images"]
-    out = {"images_added": dn, "img_s_work": _rate(dn, large["work_s"] - small["work_s"]),
-           "img_s_wall": _rate(dn, large["wall_s"] - small["wall_s"])}
-    return out
+    return {"images_added": dn, "img_s_work": _rate(dn, large["work_s"] - small["work_s"]),
+            "img_s_wall": _rate(dn, large["wall_s"] - small["wall_s"])}
 
 
 def bench_pipeline(pool: Path, pipeline: str, num_cpus: int) -> dict:
