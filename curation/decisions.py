@@ -45,7 +45,10 @@ STAGED_SCHEMA = pa.schema([
     ("ext", pa.string()), ("width", pa.int64()), ("height", pa.int64()), ("file_bytes", pa.int64()),
     ("orig_format", pa.string()), ("orig_mode", pa.string()), ("converted", pa.string()),
     ("phash", pa.string()), ("meta_json", pa.string()),
+    # the embedding copy (``stages.embedding.embedding_copy``): RGB uint8 rows, or null (decode instead)
+    ("embed_pixels", pa.binary()), ("embed_height", pa.int32()), ("embed_width", pa.int32()),
 ])
+EMBED_COLUMNS = ("embed_pixels", "embed_height", "embed_width")
 
 
 def schema(stage: str) -> pa.Schema:

@@ -4,7 +4,8 @@
 header (stage 1), decodes survivors, scores quality (stage 2) and hands the survivors on with a
 downscaled copy for detection. ``TaskCommitter`` (the state of the person actor) runs detection
 (stage 3) and framing (stage 4), then commits the task: every stage's decision parquet, the staged
-survivors (``work/staged/TASK.parquet``: stored bytes + metadata) and finally the
+survivors (``work/staged/TASK.parquet``: stored bytes + metadata, and for a backbone embedder a small
+RGB copy made from the detector's, so stage 6 does not decode the image again) and finally the
 ``work/done/TASK.json`` marker, each file through temp + rename. A task with a marker is complete;
 one without is redone from scratch on resume (rewriting the same names).
 """
@@ -29,6 +30,7 @@ from .decisions import STAGED_SCHEMA, write_decisions, write_rows
 from .detectors import detector_long_side
 from .sources import PoolTask, read_task
 from .stages import framing as framing_stage
+from .stages.embedding import copy_short_side, embedding_copy
 from .stages import person as person_stage
 from .stages import quality as quality_stage
 from .stages import resolution as resolution_stage
@@ -180,6 +182,8 @@ class TaskCommitter:
         self.person = cfg.stage("person")
         self.framing = cfg.stage("framing")
         self.detector = None
+        # framing survivors keep a small copy for the embedder, so that stage need not decode them again
+        self.embed_side = copy_short_side(cfg.stage("embedding"))
         if self.person:
             _limit_threads(self.person.resources.num_cpus)
             from .detectors import build_detector
@@ -234,9 +238,13 @@ class TaskCommitter:
                     continue
             meta = {"persons": [{k: v for k, v in p.items()} for p in persons], "scores": scores,
                     "detector": self.detector_name(), "converted_from": s["converted"] or None}
-            staged.append({k: s[k] for k in ("key", "source", "order", "data", "ext", "width", "height",
-                                             "file_bytes", "orig_format", "orig_mode", "converted", "phash")}
-                          | {"meta_json": json.dumps(meta, separators=(",", ":"))})
+            row = {k: s[k] for k in ("key", "source", "order", "data", "ext", "width", "height",
+                                     "file_bytes", "orig_format", "orig_mode", "converted", "phash")}
+            row["meta_json"] = json.dumps(meta, separators=(",", ":"))
+            copy = embedding_copy(s["small"], s["small_scale"], self.embed_side) if self.embed_side else None
+            if copy is not None:
+                row.update(embed_pixels=copy.tobytes(), embed_height=copy.shape[0], embed_width=copy.shape[1])
+            staged.append(row)
         counts = self.commit(out["task_id"], rows, staged)
         counts["seconds"] = {"filter": out["seconds"], "person": time.perf_counter() - t0}
         return counts

@@ -27,7 +27,10 @@ from humans.shared import storage
 from humans.shared.schema import INDEX_NAME, MANIFEST_NAME, SHARD_RE, SampleMeta, shard_name
 from humans.shared.shards import ShardInfo, ShardWriter, keys_digest, write_manifest
 
+from .decisions import EMBED_COLUMNS, STAGED_SCHEMA
 from .work import node_id, staged_path, work_path
+
+_SHARD_COLUMNS = [f.name for f in STAGED_SCHEMA if f.name not in EMBED_COLUMNS]  # the embedding copy stays out
 
 INDEX_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("source", pa.string()), ("image_ext", pa.string()),
@@ -81,7 +84,7 @@ def write_shard(run_dir: str, prefix: str, index: int, members: list[tuple[str, 
         wanted.setdefault(task_id, set()).add(key)
     rows: dict[str, dict] = {}
     for task_id, ks in wanted.items():
-        table = storage.read_parquet(staged_path(run, task_id)).to_pylist()
+        table = storage.read_parquet(staged_path(run, task_id), columns=_SHARD_COLUMNS).to_pylist()
         for r in table:
             if r["key"] in ks:
                 rows[r["key"]] = r

@@ -323,6 +323,37 @@ class OpenClipEmbedder:
         return y.cpu().numpy().astype(np.float32)
 
 
+BACKBONE_IMAGE_SIZE = 96  # the backbone embedder's input size when embedding.image_size is null
+
+
+def copy_short_side(st) -> int | None:
+    """Short side of the embedding copy the person actor keeps for each framing survivor, so the embedding
+    actors need not decode the stored image a second time (None: they decode it, as for open_clip, whose
+    input size is the model's own).
+
+    A backbone embedder sees ``size x size`` centre squares of zoom crops (``_centre_square``); a copy
+    at twice that short side, area-resampled from the detector's copy, gives vectors within cosine 0.998
+    of those of a fresh reduced decode (2000 px web photos, ``benchmarks/results/curation_speed.md``)."""
+    if st is None or st.embedder != "backbone":
+        return None
+    return 2 * int(st.image_size or BACKBONE_IMAGE_SIZE)
+
+
+def embedding_copy(small: np.ndarray, small_scale: float, short_side: int) -> np.ndarray | None:
+    """The detector's copy ``small`` (``small_scale`` of the stored image) brought to ``short_side``, or
+    None when it holds less detail than that (downscaled below it: the embedder must decode)."""
+    import cv2
+
+    h, w = small.shape[:2]
+    short = min(h, w)
+    if short < short_side and small_scale < 1.0:
+        return None
+    s = min(1.0, short_side / short)
+    if s >= 1.0:
+        return np.ascontiguousarray(small)
+    return cv2.resize(small, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
 def _centre_square(rgb: np.ndarray, size: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Resize the short side to ``size``, centre crop, normalise; CHW float32."""
     import cv2
@@ -370,7 +401,7 @@ class BackboneEmbedder:
         self.random_init = checkpoint is None
         self.net = net.eval().to(device)
         self.device = device
-        self.size = int(image_size or 96)
+        self.size = int(image_size or BACKBONE_IMAGE_SIZE)
         self.grids = tuple(grids)
         self.layer = len(self.net.blocks) - 1
         self.dim = int(self.net.config.embed_dim) * sum(g * g for g in self.grids)

@@ -1,9 +1,10 @@
 """Stage 6 on Ray, embedding grouping: embedding actors write ``work/emb/TASK.npz`` per pool task
-(skipped when there), then near-duplicate search over all vectors (PCA-whitened, ``fit_whitening``)
-with the one implementation in ``stages.embedding``: exact (``flat_edges``) below ``ivf_threshold``
-vectors, else IVF: centroids trained on a sample (``train_centroids``), every vector assigned to its
-``nprobe`` lists (``assign_partitions``, map tasks), lists spread over ``partitions`` reduce tasks that
-each run ``partitioned_edges`` on their lists. Clusters keep one representative; decisions per pool task.
+(skipped when there; from the small copies the person actor staged, decoding only where there is none),
+then near-duplicate search over all vectors (PCA-whitened, ``fit_whitening``) with the one
+implementation in ``stages.embedding``: exact (``flat_edges``) below ``ivf_threshold`` vectors, else
+IVF: centroids trained on a sample (``train_centroids``), every vector assigned to its ``nprobe`` lists
+(``assign_partitions``, map tasks), lists spread over ``partitions`` reduce tasks that each run
+``partitioned_edges`` on their lists. Clusters keep one representative; decisions per pool task.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from humans.shared import storage
 from humans.shared.log import get_logger, progress
 
 from ..config import PipelineConfig
-from ..decisions import decision_path, write_decisions
+from ..decisions import EMBED_COLUMNS, decision_path, write_decisions
 from ..raytools import PhaseClock, assigned_device, batches, fit_actors, options, remote
 from ..sources import PoolTask
 from ..work import staged_path, work_path
@@ -40,6 +41,34 @@ def _kept_keys(run_dir: str, stage: str, task_id: str) -> set[str] | None:
     return {k for k, kept in zip(t["key"], t["kept"]) if kept}
 
 
+def staged_columns(path: str) -> dict[str, list]:
+    """The staged columns the embedder needs: the embedding copies the person actor kept, and the stored
+    bytes only where a copy is missing (open_clip, small images, or a task staged before copies existed)."""
+    import pyarrow.parquet as pq
+
+    with storage.open_input(path) as fh:
+        pf = pq.ParquetFile(fh)
+        has_copy = all(c in pf.schema_arrow.names for c in EMBED_COLUMNS)
+        cols = ["key", "width", "height", "file_bytes"] + (list(EMBED_COLUMNS) if has_copy else [])
+        t = pf.read(columns=cols).to_pydict()
+        if not has_copy or any(p is None for p in t["embed_pixels"]):
+            t["data"] = pf.read(columns=["data"]).column("data").to_pylist()
+    if not has_copy:
+        t["embed_pixels"] = [None] * len(t["key"])
+    return t
+
+
+def staged_image(t: dict[str, list], i: int, size: int) -> np.ndarray:
+    """Row ``i``'s pixels for an embedder of input ``size``: its embedding copy, else a reduced decode of its
+    bytes (a JPEG decodes at the coarsest DCT scale, up to 1/8, that keeps its long side >= 4 x size)."""
+    if t["embed_pixels"][i] is not None:
+        h, w = int(t["embed_height"][i]), int(t["embed_width"][i])
+        return np.frombuffer(t["embed_pixels"][i], np.uint8).reshape(h, w, 3)
+    from humans.shared.imageio import decode_rgb_reduced
+
+    return decode_rgb_reduced(t["data"][i], t["key"][i], 4 * int(size), max_scale=8)[0]
+
+
 class EmbedWorker:
     """Ray actor state: the image tower on the device Ray gave this actor, one pool task at a time."""
 
@@ -53,20 +82,12 @@ class EmbedWorker:
         return self.embedder.description
 
     def process(self, run_dir: str, task_id: str) -> int:
-        from humans.shared.imageio import decode_rgb_reduced
-
-        # the embedder sees size x size pixels: a JPEG decodes at the coarsest DCT scale (up to 1/8) that
-        # keeps its long side >= 4 x size, for a fraction of a full decode (web-size photos: 1/4)
-        side = 4 * int(self.embedder.size)
-
-        t = storage.read_parquet(staged_path(run_dir, task_id),
-                                 columns=["key", "data", "width", "height", "file_bytes"]).to_pydict()
+        t = staged_columns(staged_path(run_dir, task_id))
         keep = _kept_keys(run_dir, "phash", task_id) if self.cfg.stage("phash") else None
         idx = [i for i, k in enumerate(t["key"]) if keep is None or k in keep]
         vecs = []
         for b0 in range(0, len(idx), self.batch):
-            ims = [decode_rgb_reduced(t["data"][i], t["key"][i], side, max_scale=8)[0]
-                   for i in idx[b0:b0 + self.batch]]
+            ims = [staged_image(t, i, self.embedder.size) for i in idx[b0:b0 + self.batch]]
             vecs.append(self.embedder.embed(ims))
         x = np.concatenate(vecs) if vecs else np.zeros((0, self.embedder.dim), np.float32)
         v = self.embedder.views_per_image  # rows per image: a key appears once per view
