@@ -344,8 +344,8 @@ def optional_available(kind: str) -> bool:
 # Long side of the copy each detector sees when person.analysis_long_side is null. MediaPipe's models run at
 # 224 px (person detector) and 256 px (landmarks) inside, so a 384 px copy costs the same and decides within
 # two or three of 340 demo-pool images of a 640 px one (benchmarks/results/curation_speed.md), and it lets
-# stages 0-2 decode web photos at 1/4 scale. "auto" is resolved where the copy is made (the filter task) and
-# where it is used (the person actor): nodes with different extras installed would disagree. HOG's window is
+# stages 0-2 decode web photos at 1/4 scale. ``run_pipeline`` resolves "auto" once on the driver, so the
+# filter tasks (which make the copy) and the person actors (which use it) agree on every node. HOG's window is
 # 64x128 px, so OpenCV needs the larger copy to find people a fifth of the frame tall; 640 is YOLO's own size.
 DETECTOR_LONG_SIDE = {"mediapipe": 384, "opencv": 640, "hog": 640, "mtcnn": 640, "yolo": 640}
 

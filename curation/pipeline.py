@@ -7,7 +7,8 @@
       4. shards      WebDataset shards, index.parquet, manifest.json             stages/shards_run.py
 
 Before any step: paths are resolved on the driver (``raytools.resolve_location``: a relative path
-becomes absolute, or is refused under ``ray job submit``), the config, the pool and every file the
+becomes absolute, or is refused under ``ray job submit``), ``person.detector: auto`` is resolved to
+one detector for every node, the config, the pool and every file the
 config names are checked, and the output folder is matched against the plan it was started with
 (resume needs the same pool and config). Every step commits its outputs atomically and skips what
 is already there, so rerunning the same command resumes. The output (and the pool) may be a local
@@ -23,6 +24,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from humans.shared import storage
@@ -33,6 +35,7 @@ from humans.shared.shards import remove_partial_files
 
 from .config import STAGE_DIRS, STAGE_ORDER, PipelineConfig, load_pipeline
 from .decisions import read_decisions, stage_dir
+from .detectors import resolve_kind
 from .preflight import check_files
 from .raytools import init_ray, resolve_location
 from .sources import PoolTask, plan_pool
@@ -106,12 +109,24 @@ def _without_resources(config: dict | None) -> dict | None:
     return out
 
 
+def _auto_as_resolved(plan: dict) -> dict:
+    """``plan`` with ``person.detector: auto`` read as the detector ``auto`` resolves to on this machine: plans
+    written before the driver resolved it name ``auto``, and such a run resumes under the same detector."""
+    config = plan.get("config")
+    if not isinstance(config, dict):
+        return plan
+    stages = [{**st, "detector": resolve_kind(SimpleNamespace(detector="auto", weights=st.get("weights")))}
+              if st.get("name") == "person" and st.get("detector") == "auto" else st
+              for st in config.get("stages", [])]
+    return {**plan, "config": {**config, "stages": stages}}
+
+
 def _check_state(out: str, fp: dict) -> None:
     path = work_path(out, "plan.json")
     if storage.is_file(path):
-        old = storage.read_json(path)
+        old = _auto_as_resolved(storage.read_json(path))
         changed = [k for k in ("pool", "pipeline", "tasks") if old.get(k) != fp[k]]
-        if _without_resources(old.get("config")) != _without_resources(fp["config"]):
+        if _without_resources(old.get("config")) != _without_resources(_auto_as_resolved(fp)["config"]):
             changed.append("config")
         if changed:
             raise PipelineStateError(
@@ -160,6 +175,9 @@ def run_pipeline(pool: str, out: str, pipeline: str = "humans", config_path: str
     emb = cfg.stage("embedding")
     if emb is not None and emb.backbone:  # every embedding actor, on any node, loads it by this path
         emb.backbone = resolve_location(emb.backbone, "--embedding-backbone")
+    person = cfg.stage("person")
+    if person is not None and person.detector == "auto":  # resolved once, here: every node runs this detector
+        person.detector = resolve_kind(person)
     tasks = plan_pool(pool, cfg.items_per_task)
     for what in check_files(cfg):
         log.info("checked %s", what)

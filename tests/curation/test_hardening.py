@@ -222,3 +222,26 @@ def test_resume_accepts_another_resource_layout_and_refuses_another_config(tmp_p
         _check_state(out, _fingerprint("/pool", "humans-test", stricter, tasks))
     with pytest.raises(PipelineStateError, match="different pool"):
         _check_state(out, _fingerprint("/other", "humans-test", base, tasks))
+
+
+def test_auto_detector_is_resolved_once_and_old_plans_naming_auto_resume(tmp_path):
+    """``person.detector: auto`` is resolved on the driver (every node then runs the same detector, and the
+    plan records which); a plan written when ``auto`` was resolved per node still resumes, under the
+    detector this machine resolves it to, and a plan naming another detector does not."""
+    from humans.curation.config import load_pipeline
+    from humans.curation.detectors import resolve_kind
+    from humans.curation.pipeline import PipelineStateError, _check_state, _fingerprint
+    from humans.curation.sources import PoolTask
+
+    tasks = [PoolTask("files-000000-a", "files", "/pool", (("a.jpg", "a"),))]
+    auto = load_pipeline("humans-test")
+    assert auto.stage("person").detector == "auto"
+    kind = resolve_kind(auto.stage("person"))
+    resolved = load_pipeline("humans-test", overrides={"person.detector": kind})
+    old_run = str(tmp_path / "old")
+    _check_state(old_run, _fingerprint("/pool", "humans-test", auto, tasks))      # an older run's plan: "auto"
+    _check_state(old_run, _fingerprint("/pool", "humans-test", resolved, tasks))  # resumes
+    other = "hog" if kind != "hog" else "opencv"
+    with pytest.raises(PipelineStateError, match="different config"):
+        _check_state(old_run, _fingerprint("/pool", "humans-test",
+                                           load_pipeline("humans-test", overrides={"person.detector": other}), tasks))

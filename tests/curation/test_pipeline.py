@@ -153,3 +153,12 @@ def test_the_run_records_its_start_up_apart_from_its_work(curated_run_dir):
     assert set(startup) == {"stages_0_4", "embedding"}  # both phases ran >= 3 tasks
     for phase, step in (("stages_0_4", "stages_0_4"), ("embedding", "embedding")):
         assert 0.0 <= startup[phase] < seconds[step]
+
+
+def test_the_plan_records_the_detector_every_node_ran(curated_run_dir):
+    """``auto`` is resolved on the driver: the plan names the detector, and every decision row was made by it."""
+    plan = json.loads((curated_run_dir / "work" / "plan.json").read_text())
+    person = next(st for st in plan["config"]["stages"] if st["name"] == "person")
+    assert person["detector"] == DEFAULT_DETECTOR != "auto"
+    names = set(read_decisions(curated_run_dir, "person")["detector"])
+    assert names and all(n.startswith(DEFAULT_DETECTOR) for n in names)
