@@ -30,10 +30,10 @@ from .decisions import STAGED_SCHEMA, write_decisions, write_rows
 from .detectors import detector_long_side
 from .sources import PoolTask, read_task
 from .stages import framing as framing_stage
-from .stages.embedding import copy_short_side, embedding_copy
 from .stages import person as person_stage
 from .stages import quality as quality_stage
 from .stages import resolution as resolution_stage
+from .stages.embedding import copy_short_side, embedding_copy
 from .stages.phash import phash_hex
 
 WORK_DIR = "work"
