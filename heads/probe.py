@@ -200,6 +200,43 @@ def run_probe(backbones: list[tuple[str, str]], data_dir: str, tasks: list[str],
     return out
 
 
+def merge_probe_runs(parts: list[dict], tasks: list[str], order: list[str] | None = None) -> dict:
+    """One probe result from the JSON results of several ``run_probe`` calls on disjoint backbones of the
+    same data, size and seed (backbones probed side by side in separate processes): backbones in
+    ``order`` (default: the parts' order), the mean baseline (from whichever part computed it) last, the
+    table rebuilt. Refuses parts of different inputs or with a backbone twice."""
+    if not parts:
+        raise ValueError("merge_probe_runs: no parts")
+    same = ("samples", "size", "pose_size", "label_stride")
+    for part in parts[1:]:
+        for key in same:
+            if part.get(key) != parts[0].get(key):
+                raise ValueError(f"merge_probe_runs: parts differ in {key!r} ({parts[0].get(key)} vs "
+                                 f"{part.get(key)}): probe every backbone on the same data and sizes")
+    merged: dict = {"results": {}, "fits": {}, "seconds": {}, "layers": {}}
+    baseline = None
+    for part in parts:
+        for label, res in part["results"].items():
+            if label == "mean baseline":
+                baseline = baseline or res
+                continue
+            if label in merged["results"]:
+                raise ValueError(f"merge_probe_runs: backbone {label!r} in two parts")
+            merged["results"][label] = res
+        for key in ("fits", "seconds", "layers"):
+            merged[key].update(part.get(key, {}))
+    if order is not None:
+        missing = sorted(set(merged["results"]) - set(order))
+        if missing:
+            raise ValueError(f"merge_probe_runs: backbones {missing} not in order {order}")
+        merged["results"] = {label: merged["results"][label] for label in order if label in merged["results"]}
+    if baseline is not None:
+        merged["results"]["mean baseline"] = baseline
+    merged.update({key: parts[0][key] for key in same})
+    merged["table"] = format_table(merged["results"], tasks)
+    return merged
+
+
 def write_markdown(path: str, res: dict, backbones: list[tuple[str, str]], data_dir: str) -> None:
     ns = ", ".join(f"{t} {a}/{b}" for t, (a, b) in res["samples"].items())
     text = [

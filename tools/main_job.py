@@ -132,6 +132,79 @@ def run(cmd: list[str], marker: Path, desc: str, light: bool = False) -> None:
     log(f"done  {desc} in {time.time() - t0:.0f} s")
 
 
+LANES = 1  # set by --lanes: independent heavy steps run this many at a time (run_lanes)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One heavy step for ``run_lanes``: its command, the file that marks it done, its description and the
+    name of its log file."""
+
+    cmd: list[str]
+    marker: Path
+    desc: str
+    name: str
+
+
+def lane_threads(p: Preset) -> int:
+    """Threads of each step that runs beside others: the preset's threads shared among the lanes."""
+    return max(1, p.threads // LANES)
+
+
+def run_lanes(jobs: list[Step], log_dir: Path) -> None:
+    """Run independent steps up to ``LANES`` at a time, in the order given (longest first packs best), each a
+    subprocess whose output goes to ``log_dir/NAME.log``; with one lane or ``--in-process`` they run one
+    after another through ``run``. A step whose marker exists is skipped. When a step fails, the running
+    ones finish (their outputs stay usable on the rerun), no new one starts, and the job stops naming the
+    failed step and the tail of its log.
+
+    Why lanes: at these model sizes a step gains little from its second thread (a CL pretraining step 1.3x,
+    an MAE step 1.07x, a head 1.4-1.8x on 2 cores), so two one-thread steps side by side finish sooner than
+    the same steps one after another on two threads each (benchmarks/results/main_job.md)."""
+    if LANES <= 1 or IN_PROCESS:
+        for job in jobs:
+            run(job.cmd, job.marker, job.desc)
+        return
+    pending = []
+    for job in jobs:
+        if job.marker.exists():
+            log(f"skip  {job.desc}: {job.marker} exists")
+        else:
+            pending.append(job)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["HUMANS_NO_PROGRESS"] = "1"  # bars of steps side by side would interleave; each step logs to its file
+    running: dict[subprocess.Popen, tuple[Step, float, Path]] = {}
+    failed: list[tuple[Step, int, Path]] = []
+    try:
+        while running or (pending and not failed):
+            while pending and len(running) < LANES and not failed:
+                job = pending.pop(0)
+                path = log_dir / f"{job.name}.log"
+                log(f"start {job.desc} (beside others; log {path}): python {' '.join(job.cmd)}")
+                with open(path, "w") as fh:
+                    proc = subprocess.Popen([sys.executable, *job.cmd], cwd=ROOT, env=env, stdout=fh,
+                                            stderr=subprocess.STDOUT)
+                running[proc] = (job, time.time(), path)
+            time.sleep(0.2)
+            for proc in [q for q in running if q.poll() is not None]:
+                job, t0, path = running.pop(proc)
+                if proc.returncode == 0:
+                    log(f"done  {job.desc} in {time.time() - t0:.0f} s")
+                else:
+                    log(f"error in {job.desc}: exit code {proc.returncode}; its log {path} ends:\n"
+                        + "\n".join(path.read_text(errors="replace").splitlines()[-15:]))
+                    failed.append((job, proc.returncode, path))
+    finally:
+        for proc in running:  # interrupted (Ctrl-C): stop what still runs; resumable steps keep their progress
+            proc.terminate()
+    if failed:
+        job, code, path = failed[0]
+        raise SystemExit(f"[main-job] step '{job.desc}' failed with exit code {code} (log {path}); "
+                         f"fix the cause and rerun: finished steps are kept")
+
+
 def py(*args: str) -> list[str]:
     return list(args)
 
@@ -187,12 +260,7 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
         all_backbones[seed] = backbones
         sfx = "" if seed == 0 else f"_seed{seed}"
         probe_json = out / f"probe{sfx}.json"
-        probe_args = [a for label, ck in backbones.items() for a in ("--backbone", f"{label}={ck}")]
-        run(py("-m", "humans.heads", "probe", *probe_args, "--data", str(data), "--size", p.probe_size,
-               "--pose-size", p.pose_crop_size,
-               "--seed", "0", "--threads", str(p.threads), "--device", p.device, "--json", str(probe_json),
-               "--write-results", str(out / f"probe{sfx}.md"), "--cache-dir", str(out / "feature_cache")),
-            probe_json, f"6a. linear probes of every backbone on all five tasks (seed {seed})")
+        probe_backbones(out, p, backbones, data, probe_json, out / f"probe{sfx}.md", seed)
         probe_jsons[seed] = probe_json
     study_json = out / "study.json"
     write_study(study_json, probe_jsons, p)
@@ -210,13 +278,18 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
            "--size", str(p.global_size), "--out", str(pictures), *map(str, heldout)),
         pictures / "feature_pca.png", "6b. MAE reconstructions and feature PCA on held-out images", light=True)
     sample_images = heldout[:2]
+    # TASKS is longest first (pose's 308 heatmaps take about twice a dense head's time): the first two
+    # lanes start pose and seg, and seg's whole-image feature cache is written before the other dense heads
+    # start (two steps computing one cache entry would only repeat work: each writes its own file)
+    run_lanes([Step(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data",
+                       str(head_data), *head_val, "--out", str(out / "heads" / task), "--epochs", str(p.head_epochs),
+                       "--size", p.head_size, "--threads", str(lane_threads(p)), "--device", p.device,
+                       "--cache-dir", str(out / "feature_cache")),
+                    out / "heads" / task / "head.safetensors",
+                    f"6c. train the {task} head on '{best}' (features only, no image skip)", f"head_{task}")
+               for task in TASKS], out / "logs")
     for task in TASKS:
         head_dir = out / "heads" / task
-        run(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data", str(head_data),
-               *head_val, "--out", str(head_dir), "--epochs", str(p.head_epochs),
-               "--size", p.head_size,
-               "--threads", str(p.threads), "--device", p.device, "--cache-dir", str(out / "feature_cache")),
-            head_dir / "head.safetensors", f"6c. train the {task} head on '{best}' (features only, no image skip)")
         run(py("-m", "humans.heads", "predict", "--task", task, "--checkpoint", str(head_dir / "head.safetensors"),
                "--out", str(out / "predictions" / task), "--truth", str(data), *map(str, sample_images)),
             out / "predictions" / task, f"6d. {task} predictions and overlays", light=True)
@@ -275,7 +348,9 @@ def pretrain_arms(out: Path, p: Preset, shards: Path, unlabelled: Path, seed: in
         save_backbone(build_backbone(p.model), random_ckpt)
         log(f"done  4c. random-init {p.model}, seed {seed} (the floor every arm must beat): {random_ckpt}")
     backbones["random"] = random_ckpt
-    for objective in OBJECTIVES:
+    jobs: list[Step] = []
+    # the two arms with a CL term take 2-2.5x the MAE arm's time: they start first
+    for objective in sorted(OBJECTIVES, key=lambda o: o == "mae"):
         name = f"{objective.replace('+', '_')}_seed{seed}"
         run_dir = out / "pretrain" / name
         planned = _planned_steps(run_dir)
@@ -287,17 +362,56 @@ def pretrain_arms(out: Path, p: Preset, shards: Path, unlabelled: Path, seed: in
         if lam and old_lam is not None and float(old_lam) != p.mae_cl_lam:
             raise SystemExit(f"{run_dir} holds a mae+cl run with lam {old_lam}, not {p.mae_cl_lam}: use another "
                              f"--out (resuming it would continue the old weighting)")
-        run(py("-m", "humans.pretrain", "train", "--model", p.model, "--shards", f"{shards},{unlabelled}",
-               "--objective", objective, "--steps", str(p.pretrain_steps), "--batch-size", str(p.pretrain_batch),
-               "--global-size", str(p.global_size), "--local-size", str(p.local_size), "--n-local", str(p.n_local),
-               "--prototypes", str(p.prototypes), "--seed", str(seed), "--threads", str(p.threads),
-               "--device", p.device, "--out", str(run_dir), "--resume", *p.extra_pretrain, *lam),
-            run_dir / "ckpt" / f"step_{p.pretrain_steps:08d}.pt", f"4. pretrain {p.model} ({objective}, seed {seed})")
+        jobs.append(Step(py("-m", "humans.pretrain", "train", "--model", p.model, "--shards", f"{shards},{unlabelled}",
+                            "--objective", objective, "--steps", str(p.pretrain_steps), "--batch-size",
+                            str(p.pretrain_batch), "--global-size", str(p.global_size), "--local-size",
+                            str(p.local_size), "--n-local", str(p.n_local), "--prototypes", str(p.prototypes),
+                            "--seed", str(seed), "--threads", str(lane_threads(p)), "--device", p.device,
+                            "--out", str(run_dir), "--resume", *p.extra_pretrain, *lam),
+                         run_dir / "ckpt" / f"step_{p.pretrain_steps:08d}.pt",
+                         f"4. pretrain {p.model} ({objective}, seed {seed})", f"pretrain_{name}"))
+    run_lanes(jobs, out / "logs")
+    for objective in OBJECTIVES:
+        name = f"{objective.replace('+', '_')}_seed{seed}"
         ckpt = out / "backbones" / f"{name}.safetensors"
-        run(py("-m", "humans.pretrain", "export", str(run_dir), "--out", str(ckpt)), ckpt, f"4b. export {name}",
-            light=True)
+        run(py("-m", "humans.pretrain", "export", str(out / "pretrain" / name), "--out", str(ckpt)), ckpt,
+            f"4b. export {name}", light=True)
         backbones[objective] = ckpt
     return backbones
+
+
+def probe_backbones(out: Path, p: Preset, backbones: dict[str, Path], data: Path, probe_json: Path, probe_md: Path,
+                    seed: int) -> None:
+    """Step 6a: linear probes of every backbone on all five tasks, into ``probe_json`` and ``probe_md``. With
+    several lanes the backbones are split among them (each part in ``OUT/logs/probe_seedS_partK.json``, the
+    mean baseline in the first) and the parts merged (``heads.probe.merge_probe_runs``)."""
+    if probe_json.exists():
+        log(f"skip  6a. linear probes (seed {seed}): {probe_json} exists")
+        return
+    lanes = 1 if IN_PROCESS else max(1, min(LANES, len(backbones)))
+    items = list(backbones.items())
+    groups = [items[k::lanes] for k in range(lanes)]
+    parts = [probe_json if lanes == 1 else out / "logs" / f"probe_seed{seed}_part{k}.json" for k in range(lanes)]
+    desc = f"6a. linear probes of every backbone on all five tasks (seed {seed})"
+    run_lanes([Step(py("-m", "humans.heads", "probe",
+                       *[a for label, ck in group for a in ("--backbone", f"{label}={ck}")],
+                       "--data", str(data), "--size", p.probe_size, "--pose-size", p.pose_crop_size,
+                       "--seed", "0", "--threads", str(p.threads if lanes == 1 else lane_threads(p)),
+                       "--device", p.device, "--json", str(part), "--cache-dir", str(out / "feature_cache"),
+                       *(["--write-results", str(probe_md)] if lanes == 1 else []),
+                       *([] if k == 0 else ["--no-baseline"])),
+                    part, desc if lanes == 1 else f"{desc}: {', '.join(label for label, _ in group)}",
+                    f"probe_seed{seed}_part{k}")
+               for k, (group, part) in enumerate(zip(groups, parts))], out / "logs")
+    if lanes > 1:
+        from humans.heads.probe import merge_probe_runs, write_markdown
+        from humans.shared.atomic import atomic_write_json
+
+        merged = merge_probe_runs([json.loads(part.read_text()) for part in parts], list(TASKS),
+                                  order=[label for label, _ in items])  # the arms' order, not the lanes'
+        write_markdown(str(probe_md), merged, [(label, str(ck)) for label, ck in items], str(data))
+        atomic_write_json(probe_json, {k: v for k, v in merged.items() if k != "table"}, sort_keys=False)
+        log(f"done  {desc}: {lanes} parts merged into {probe_json}")
 
 
 def write_study(path: Path, probe_jsons: dict[int, Path], p: Preset) -> None:
@@ -364,8 +478,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  "python tools/main_job.py --out runs/main --fresh"))
     add_out(ap, "output folder of the whole job (default runs/main)", required=False, default="runs/main")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                    help="sizes of every step: demo (README default: one seed, about 18 min on 2 cores), study "
-                         "(three seeds per arm, 600 pretraining steps, the error bars: about 74 min on 2 cores; give it its own --out), "
+                    help="sizes of every step: demo (README default: one seed, about 16 min on 2 cores), study "
+                         "(three seeds per arm, 600 pretraining steps, the error bars: 74 min on 2 cores one step "
+                         "at a time, less with lanes; give it its own --out), "
                          "study-gpu (the study at GPU scale), tiny (test)")
     ap.add_argument("--head-epochs", type=int, default=None, metavar="N",
                     help="epochs of the five heads (default: the preset's, 12). More epochs sharpen seg and albedo but "
@@ -388,6 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--in-process", action="store_true",
                     help="call each command's main() in this process (faster start; the test uses it) "
                          "instead of one subprocess per step")
+    ap.add_argument("--lanes", type=int, default=None, metavar="N",
+                    help="independent heavy steps run N at a time (the pretraining arms, the probes' backbones, the "
+                         "five heads), each on threads/N threads, its output in OUT/logs/ (default: 2 on a CPU with "
+                         "2 or more threads, 1 on a GPU; 1: one after another, as before). Small models gain little "
+                         "from a second thread, so two steps side by side save about a quarter of their time")
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset]
     if args.head_epochs is not None:
@@ -402,8 +522,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.pretrain_steps < 1:
             ap.error(f"--pretrain-steps {args.pretrain_steps}: allowed >= 1")
         preset = dataclasses.replace(preset, pretrain_steps=args.pretrain_steps)
-    global IN_PROCESS
+    if args.lanes is not None and args.lanes < 1:
+        ap.error(f"--lanes {args.lanes}: allowed >= 1")
+    global IN_PROCESS, LANES
     IN_PROCESS = args.in_process
+    LANES = args.lanes if args.lanes is not None else (2 if preset.device == "cpu" and preset.threads >= 2 else 1)
     out = Path(args.out).resolve()
     if args.fresh and out.exists():
         shutil.rmtree(out)
