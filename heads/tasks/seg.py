@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from humans.heads.data import transforms as T
 from humans.heads.data.io import read_parts
@@ -19,6 +18,22 @@ from humans.heads.losses import seg_loss
 from humans.heads.metrics import SegMetric
 from humans.heads.tasks.base import PRIOR_SHRINK, WholeImageTask
 from humans.shared.humans.parts import NUM_PARTS, PART_COLORS, PART_NAMES
+
+
+def part_counts(parts: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """``parts`` [N, h, w] class labels -> ([h, w, C] how many images have each class at each pixel, [h, w]
+    how many have a class there at all); labels >= NUM_PARTS (255: ignored) are not counted. Counted by
+    ``bincount`` over ``chunk`` images at a time: a one-hot of every label at once takes N*h*w*C*8 bytes,
+    21 GB for the seg head at 9600 images with flips, which a 24 GB machine does not survive."""
+    n, h, w = parts.shape
+    counts = torch.zeros(h * w * NUM_PARTS, dtype=torch.float64)
+    pos = torch.arange(h * w) * NUM_PARTS
+    for i in range(0, n, chunk):
+        p = parts[i:i + chunk].reshape(-1, h * w).long()
+        ok = p < NUM_PARTS
+        counts += torch.bincount((pos + p)[ok], minlength=h * w * NUM_PARTS).double()
+    counts = counts.view(h, w, NUM_PARTS).float()
+    return counts, counts.sum(-1)
 
 
 class SegTask(WholeImageTask):
@@ -58,7 +73,8 @@ class SegTask(WholeImageTask):
         metric.update(up.argmax(0).numpy(), target["parts"])
 
     def mean_output(self, targets, cfg, per_pixel: bool) -> torch.Tensor:
-        freq = F.one_hot(targets["parts"].long(), NUM_PARTS).float().mean(0)  # [h,w,C] class frequencies
+        counts, _ = part_counts(targets["parts"])
+        freq = counts / len(targets["parts"])  # [h,w,C] class frequencies
         if not per_pixel:
             freq = freq.mean((0, 1), keepdim=True).expand_as(freq)
         return torch.log(freq.permute(2, 0, 1) + 1e-6)
@@ -67,11 +83,9 @@ class SegTask(WholeImageTask):
         """Log of the per-pixel class frequencies (shrunk towards the global ones by ``PRIOR_SHRINK``
         pseudo-labels, as the map tasks' means), mixed 95 : 5 with uniform so that no class starts at a
         logit the first steps cannot move."""
-        parts = targets["parts"].long()
-        ok = (parts < NUM_PARTS).float()  # 255: ignored
-        counts = (F.one_hot(parts.clamp(0, NUM_PARTS - 1), NUM_PARTS).float() * ok[..., None]).sum(0)
+        counts, labelled = part_counts(targets["parts"])  # 255: ignored
         glob = counts.sum((0, 1)) / counts.sum().clamp_min(1)
-        freq = ((counts + PRIOR_SHRINK * glob) / (ok.sum(0)[..., None] + PRIOR_SHRINK)).permute(2, 0, 1)
+        freq = ((counts + PRIOR_SHRINK * glob) / (labelled[..., None] + PRIOR_SHRINK)).permute(2, 0, 1)
         return torch.log(0.95 * freq + 0.05 / NUM_PARTS)
 
     def decode(self, up: torch.Tensor) -> np.ndarray:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,3 +104,27 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
     # a second run redoes nothing
     again = _run_job(out)
     assert "start " not in again and again.count("skip ") >= 20
+
+    # the same probes in two lanes (two subprocesses, the backbones split, the parts merged): the same table
+    # columns in the arms' order and the same figures up to the one-thread sums' rounding
+    from humans.tools import main_job
+
+    backbones = {"random": out / "backbones" / "random_seed0.safetensors",
+                 **{o: out / "backbones" / f"{o.replace('+', '_')}_seed0.safetensors" for o in ("mae", "cl", "mae+cl")}}
+    lanes_json = tmp_path / "lanes" / "probe.json"
+    saved = main_job.LANES, main_job.IN_PROCESS
+    main_job.LANES, main_job.IN_PROCESS = 2, False
+    try:
+        main_job.probe_backbones(tmp_path / "lanes", main_job.PRESETS["tiny"], backbones, out / "synth", lanes_json,
+                                 tmp_path / "lanes" / "probe.md", seed=0)
+    finally:
+        main_job.LANES, main_job.IN_PROCESS = saved
+    laned = json.loads(lanes_json.read_text())["results"]
+    assert list(laned) == list(probe) == ["random", "mae", "cl", "mae+cl", "mean baseline"]
+    for label in laned:
+        for task in TASKS:
+            for key, value in probe[label][task].items():
+                if isinstance(value, float) and "/" not in key:  # the table's figures, not per-class IoUs
+                    assert laned[label][task][key] == pytest.approx(value, abs=0.02, nan_ok=True), (label, task, key)
+    assert (tmp_path / "lanes" / "logs" / "probe_seed0_part1.log").exists()
+    assert "| metric | random | mae | cl | mae+cl | mean baseline |" in (tmp_path / "lanes" / "probe.md").read_text()

@@ -206,3 +206,29 @@ def test_a_dense_head_checkpoint_without_prior_loads_with_zeros(synth_data, rand
     save_file(old, str(tmp_path / "old.safetensors"), metadata={"format": HEAD_FORMAT, "config": cfg.model_dump_json()})
     assert torch.allclose(load_model(path).head.prior, torch.ones(3, *cfg.out_hw()))
     assert float(load_model(tmp_path / "old.safetensors").head.prior.abs().max()) == 0.0
+
+
+def test_seg_class_counts_match_a_one_hot_count_ignore_255_and_stay_small():
+    """The seg prior and mean map count classes per pixel in chunks (a one-hot of 9600 flipped label maps
+    took 21 GB and was killed on a 24 GB machine): the counts equal the one-hot sums, ignored pixels
+    (255) count for nothing, and the prior is the formula's."""
+    import torch.nn.functional as F
+
+    from humans.heads.tasks.base import PRIOR_SHRINK
+    from humans.heads.tasks.seg import SegTask, part_counts
+    from humans.shared.humans.parts import NUM_PARTS
+
+    g = torch.Generator().manual_seed(0)
+    parts = torch.randint(0, NUM_PARTS, (37, 6, 5), generator=g, dtype=torch.uint8)
+    parts[torch.rand(parts.shape, generator=g) < 0.1] = 255
+    ok = parts < NUM_PARTS
+    expect = (F.one_hot(parts.long().clamp(0, NUM_PARTS - 1), NUM_PARTS) * ok[..., None]).sum(0).float()
+    counts, labelled = part_counts(parts, chunk=8)       # chunks that do not divide the 37 images
+    assert torch.equal(counts, expect) and torch.equal(labelled, ok.sum(0).float())
+    assert counts.sum() == ok.sum() < parts.numel()
+    prior = SegTask().prior({"parts": parts}, None)
+    glob = expect.sum((0, 1)) / expect.sum()
+    freq = ((expect + PRIOR_SHRINK * glob) / (ok.sum(0)[..., None] + PRIOR_SHRINK)).permute(2, 0, 1)
+    assert torch.allclose(prior, torch.log(0.95 * freq + 0.05 / NUM_PARTS), atol=1e-6)
+    mean = SegTask().mean_output({"parts": parts}, None, per_pixel=True)
+    assert torch.allclose(mean, torch.log(expect.permute(2, 0, 1) / len(parts) + 1e-6), atol=1e-6)
