@@ -8,8 +8,10 @@
 # DATA: labelled synthetic humans to train on (`python -m humans.shared.synth --out DATA --count 9600 --size 128
 # --seed 2000`: its first 600 are the main job's synth_heads); RUN: a finished main job (its random-init
 # backbone and its held-out set RUN/synth). Lane 1: seg on BACKBONE; lane 2: normals on the random-init
-# backbone, then on BACKBONE (reading the features lane 1 cached). About 45 minutes on 2 cores at 9600 images;
-# metrics in OUT/TASK_ARM/metrics.json (benchmarks/results/heads.md).
+# backbone, then on BACKBONE (reading the features lane 1 cached). Measured on 2 cores at 9600 images (AMD EPYC,
+# 2026-12-07): the two normal heads side by side 30-37 minutes, the seg head alone on 2 threads 21 minutes
+# (its first try beside them ran out of memory before the seg prior was fixed; the whole script has not been
+# timed as one run since); metrics in OUT/TASK_ARM/metrics.json (benchmarks/results/heads.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BACKBONE=$1

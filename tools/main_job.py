@@ -103,6 +103,13 @@ def log(msg: str) -> None:
 IN_PROCESS = False  # set by --in-process: call each command's main() here instead of a subprocess
 
 
+def step_env(**extra: str) -> dict[str, str]:
+    """The environment of a step's subprocess: this one's, with the checkout on PYTHONPATH, plus ``extra``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env | extra
+
+
 def run(cmd: list[str], marker: Path, desc: str, light: bool = False) -> None:
     """Run one step (``python -m PKG ARGS...``) unless ``marker`` exists; stop the job on failure.
     ``light`` steps (a few seconds of work: exports, scores, pictures, predictions) run in this process
@@ -123,9 +130,7 @@ def run(cmd: list[str], marker: Path, desc: str, light: bool = False) -> None:
             log(f"error in {desc}: {type(exc).__name__}: {exc}")
             code = 1
     else:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        code = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env).returncode
+        code = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=step_env()).returncode
     if code != 0:
         raise SystemExit(f"[main-job] step '{desc}' failed with exit code {code}; "
                          f"fix the cause and rerun: finished steps are kept")
@@ -172,9 +177,8 @@ def run_lanes(jobs: list[Step], log_dir: Path) -> None:
         else:
             pending.append(job)
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["HUMANS_NO_PROGRESS"] = "1"  # bars of steps side by side would interleave; each step logs to its file
+    # bars of steps side by side would interleave; each step logs to its file
+    env = step_env(HUMANS_NO_PROGRESS="1")
     running: dict[subprocess.Popen, tuple[Step, float, Path]] = {}
     failed: list[tuple[Step, int, Path]] = []
     try:
