@@ -33,7 +33,7 @@ from humans.heads.models.model import load_model  # noqa: E402
 from humans.heads.predict import predict_image  # noqa: E402
 from humans.heads.probe import PRIMARY  # noqa: E402
 
-SCALE = 3   # the figure's pixels per image pixel (synthetic humans are 128 px)
+PANEL_WIDTH = 384   # the figure's pixels per panel across (3 per image pixel for 128-px synthetic humans)
 
 
 def parse_head(text: str) -> tuple[str, Path]:
@@ -46,9 +46,10 @@ def parse_head(text: str) -> tuple[str, Path]:
     return label, Path(path)
 
 
-def primary_metric(checkpoint: Path, task: str) -> str:
-    """' (mIoU 0.099)' from the run's metrics.json beside the checkpoint, '' when absent."""
-    metrics = checkpoint.parent / "metrics.json"
+def primary_metric(checkpoint: Path, task: str, metrics_name: str = "metrics.json") -> str:
+    """' (mIoU 0.099)' from the run's ``metrics_name`` beside the checkpoint (``metrics.json``: the held-out
+    metrics of training; or the JSON of ``python -m humans.heads eval --out``), '' when absent."""
+    metrics = checkpoint.parent / metrics_name
     name = PRIMARY.get(task, ("",))[0]
     if not metrics.is_file() or not name:
         return ""
@@ -56,8 +57,8 @@ def primary_metric(checkpoint: Path, task: str) -> str:
     return f"\n{name} {value:.3f}" if isinstance(value, (int, float)) else ""
 
 
-def panels(task: str, truth: Path, images: list[Path], heads: list[tuple[str, Path]]
-           ) -> tuple[list[str], list[list[np.ndarray]]]:
+def panels(task: str, truth: Path, images: list[Path], heads: list[tuple[str, Path]],
+           metrics_name: str = "metrics.json") -> tuple[list[str], list[list[np.ndarray]]]:
     """Column titles and rows of RGB panels: image, ground truth, then each head's prediction."""
     data = DenseData(str(truth))
     models = []
@@ -80,7 +81,7 @@ def panels(task: str, truth: Path, images: list[Path], heads: list[tuple[str, Pa
                 pred = np.where(valid[..., None], pred, truth_map)   # scored pixels only, as the metrics
             row.append(spec.overlay(img, pred, 0.2))
         rows.append(row)
-    titles = ["image", "ground truth"] + [label + primary_metric(p, task) for label, p in heads]
+    titles = ["image", "ground truth"] + [label + primary_metric(p, task, metrics_name) for label, p in heads]
     return titles, rows
 
 
@@ -90,9 +91,10 @@ def draw(titles: list[str], rows: list[list[np.ndarray]], out: Path, caption: st
     import matplotlib.pyplot as plt
 
     h, w = rows[0][0].shape[:2]
+    scale = PANEL_WIDTH / w
     # constrained layout places the caption above two-line column titles (tight_layout overlapped them)
     fig, axes = plt.subplots(len(rows), len(titles), squeeze=False, layout="constrained",
-                             figsize=(len(titles) * w * SCALE / 100, len(rows) * h * SCALE / 100 + 0.6))
+                             figsize=(len(titles) * w * scale / 100, len(rows) * h * scale / 100 + 0.6))
     for r, row in enumerate(rows):
         for c, panel in enumerate(row):
             ax = axes[r][c]
@@ -120,11 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head", dest="heads", required=True, action="append", type=parse_head,
                     metavar="LABEL=CHECKPOINT", help="a trained head (repeat: one column each)")
     ap.add_argument("--caption", default="", help="a line above the figure")
+    ap.add_argument("--metrics", default="metrics.json",
+                    help="JSON beside each checkpoint whose primary metric goes in the column title (default "
+                         "metrics.json: training's held-out metrics; e.g. the --out name of `humans.heads eval` "
+                         "run on --truth, when heads were trained on other data)")
     ap.add_argument("--out", required=True, type=Path, help="PNG to write")
     args = ap.parse_args(argv)
     if args.task == "pose":
         ap.error("--task pose: pose predictions are drawn by `python -m humans.heads predict --truth`")
-    titles, rows = panels(args.task, args.truth, args.images, args.heads)
+    titles, rows = panels(args.task, args.truth, args.images, args.heads, args.metrics)
     print(draw(titles, rows, args.out, args.caption))
     return 0
 

@@ -20,20 +20,22 @@ def untrained_head(task: str, backbone_path, out) -> str:
 
 
 def test_figure_has_a_column_per_head_and_shows_scored_pixels_only(synth_data, random_tiny_backbone, tmp_path):
-    from humans.tools.heads_figure import SCALE, main, panels, primary_metric
+    from humans.tools.heads_figure import PANEL_WIDTH, main, panels, primary_metric
 
     seg_a = untrained_head("seg", random_tiny_backbone, tmp_path / "a" / "head.safetensors")
     seg_b = untrained_head("seg", random_tiny_backbone, tmp_path / "b" / "head.safetensors")
     (tmp_path / "b" / "metrics.json").write_text(json.dumps({"metrics": {"mIoU": 0.1234}}))
     assert primary_metric(tmp_path / "b" / "head.safetensors", "seg") == "\nmIoU 0.123"
     assert primary_metric(tmp_path / "a" / "head.safetensors", "seg") == ""
+    (tmp_path / "b" / "eval256.json").write_text(json.dumps({"metrics": {"mIoU": 0.5}}))   # an eval's --out
+    assert primary_metric(tmp_path / "b" / "head.safetensors", "seg", "eval256.json") == "\nmIoU 0.500"
     data = DenseData(synth_data)
     images = [data.image_path(k) for k in data.keys[:2]]
     out = tmp_path / "fig.png"
     assert main(["--task", "seg", "--truth", str(synth_data), "--images", *map(str, images),
                  "--head", f"a={seg_a}", "--head", f"b={seg_b}", "--out", str(out)]) == 0
     w, h = Image.open(out).size
-    assert (w, h) == (4 * 128 * SCALE, 2 * 128 * SCALE + 60)        # image, truth, a, b; two rows + titles
+    assert (w, h) == (4 * PANEL_WIDTH, 2 * PANEL_WIDTH + 60)        # image, truth, a, b; two rows + titles
 
     # normals are labelled on the person only: off it, a head's panel shows the truth's drawing
     untrained_head("normal", random_tiny_backbone, tmp_path / "n" / "head.safetensors")
