@@ -12,7 +12,7 @@
 # SMALL/TASK_mae2000_s0 and SMALL/TASK_random_s0 (heads_pretrain_length.sh's OUT) to evaluate on the 256-px
 # truth. Two lanes side by side, one thread each; the variants (dense_stride 2, features of blocks 2, 4, 6)
 # run on BACKBONE only, unless VARIANTS=0 (the 2400-image run: `VARIANTS=0 bash ... BACKBONE runs/main OUT2 2400`). Measured on 2 cores (AMD EPYC, 2026-12-07) at 600 images: 6-10 minutes per head at
-# 256x192 (about 1 minute at 128x96); results in benchmarks/results/heads.md.
+# 256x192 (about 1 minute at 128x96), at 2400 images 21-39 minutes; results in benchmarks/results/heads.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BACKBONE=$1
