@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Finer token grid for the dense heads: the seg and normal heads at 256x192 input (a 32x24 grid of 8-px tokens)
+# Finer token grid for the heads: the seg and normal heads (and, with the variants, pose) at 256x192 input (a 32x24 grid of 8-px tokens)
 # on 256-px renders of the same synthetic humans the main job's heads see at 128 px (16x12 tokens), on a
 # pretrained backbone beside the random-init one; the 128x96 heads of benchmarks/heads_pretrain_length.sh are
 # evaluated on the same 256-px held-out truth, so every figure is scored against the same labels.
@@ -52,11 +52,18 @@ if [ "${VARIANTS:-1}" = 1 ]; then
   lane2=$!
   wait $lane1
   wait $lane2
+  # pose on 256x192 person crops of the same renders (18 minutes per head beside the other, 2026-12-07)
+  train_head pose pretrained "$BACKBONE" &
+  lane1=$!
+  train_head pose random "$RANDOM_BACKBONE" &
+  lane2=$!
+  wait $lane1
+  wait $lane2
 fi
 if [ -n "$SMALL" ]; then   # the 128x96 heads, scored on the 256-px held-out truth
-  for run in "$SMALL"/{seg,normal}_{mae2000,random}_s0; do
+  for run in "$SMALL"/{pose,seg,normal}_{mae2000,random}_s0; do
     "$PY" -m humans.heads eval --task "$(basename "$run" | cut -d_ -f1)" --checkpoint "$run/head.safetensors" \
       --data "$OUT/heldout256" --out "$run/eval256.json" --threads 2 --cache-dir "$OUT/cache128" > "$run.eval256.log" 2>&1
   done
 fi
-grep -H '"mIoU"\|"mean_deg"' "$OUT"/*/metrics.json ${SMALL:+"$SMALL"/*/eval256.json} || true
+grep -H '"mIoU"\|"mean_deg"\|"PCK@0.1"' "$OUT"/*/metrics.json ${SMALL:+"$SMALL"/*/eval256.json} || true
