@@ -38,6 +38,9 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--log-every", "log_every", int, "write a metrics.csv row every N steps"),
     ("--ckpt-every", "ckpt_every", int, "save a checkpoint every N steps (and at the end)"),
     ("--keep-ckpts", "keep_ckpts", int, "keep the N newest checkpoints (0: all)"),
+    ("--init", "init", str, "start from these weights with a fresh optimizer and schedule (a second stage, "
+                            "e.g. a larger --global-size): a run directory, its ckpt/step_N.pt, or a "
+                            "backbone .safetensors from `export`; ignored when --resume finds a checkpoint"),
     ("--seed", "seed", int, "seed of the model init, data order, views and masks"),
     ("--device", "device", str, "auto | cpu | cuda"),
     ("--threads", "threads", int, "torch CPU threads (0: torch default)"),

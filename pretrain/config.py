@@ -187,6 +187,7 @@ class TrainConfig(StrictModel):
     lam: float = 1.0                   # total loss = MAE + lam * CL
     steps: int = 100_000
     seed: int = 0
+    init: str = ""                     # warm start: a run/checkpoint or backbone .safetensors (see warm_start.py)
     views: ViewsConfig = Field(default_factory=ViewsConfig)
     mae: MaeConfig = Field(default_factory=MaeConfig)
     cl: ClConfig = Field(default_factory=ClConfig)

@@ -46,6 +46,7 @@ from .ema import ema_update, tau_at
 from .masking import random_keep
 from .metrics import MetricsLogger
 from .model import PretrainModel, normalize
+from .warm_start import warm_start
 
 log = get_logger("pretrain.trainer")
 
@@ -182,6 +183,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []   # per-step losses (this process' run only)
         self.last_ckpt: Path | None = None
+        self.init_summary: dict[str, Any] | None = None   # what ``init`` loaded (None: no warm start)
         self._pending: ShardedSave | None = None     # an asynchronous sharded save in flight
         self._ckpt_pg = None                         # gloo group of the sharded saves
         if self.dist.is_main:
@@ -194,9 +196,16 @@ class Trainer:
             raise ConfigError(f"{self.out} already holds checkpoints (newest {found.name}): pass --resume "
                               "to continue that run, or choose another --out")
         if resume and found is None:
-            log.info("--resume: no checkpoint in %s, starting from scratch", self.out)
+            log.info("--resume: no checkpoint in %s, starting a new run", self.out)
         if resume and found is not None:
             data_state = self._load(found)
+            if cfg.init:
+                log.info("init %s ignored: resuming this run's own checkpoint %s", cfg.init, found.name)
+        elif cfg.init:
+            if self.sharded:
+                raise ConfigError("key 'init' is set under distributed fsdp on several ranks: warm start is "
+                                  "supported for single-process and DDP runs")
+            self.init_summary = warm_start(self.model, self.teacher, cfg.init)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.out / "config.yaml", dump_config(cfg).encode())
