@@ -3,11 +3,12 @@
 - pose: OKS-based AP / AP50 / AP75 with pycocotools' COCOeval and our 308 per-keypoint sigmas, and
   PCK@alpha (distance under alpha times the longest side of the person box);
 - seg: per-class IoU from a confusion matrix and mIoU (mean over classes present in target or
-  prediction);
+  prediction); boundary F1, how well the predicted part edges fall on the true ones (sharpness);
 - pointmap: scale-invariant error (mean Euclidean error after the least-squares scale that best aligns
   prediction to target, per image) and the same error at visible keypoints;
 - normal: mean and median angular error (degrees) and the percentage of pixels under 11.25, 22.5 and
-  30 degrees;
+  30 degrees; the gradient ratio, how much the prediction changes between neighbouring pixels against the
+  truth (root mean square; below 1: smoother than the truth);
 - albedo: mean absolute error and PSNR (values in [0, 1]; PSNR averaged over images).
 
 All accumulators take numpy arrays at the evaluation resolution; masks select the labelled pixels.
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from humans.shared.atomic import atomic_write_json
 from humans.shared.humans.keypoints import BODY, FACE, HANDS, NUM_KEYPOINTS
@@ -151,16 +153,56 @@ class PoseMetric:
 # ------------------------------------------------------------------------------------------ seg
 
 
+def label_edges(labels: np.ndarray) -> np.ndarray:
+    """Boolean map of the pixels whose label differs from their right or lower neighbour (an [H,W] map)."""
+    labels = np.asarray(labels)
+    edges = np.zeros(labels.shape, bool)
+    edges[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edges[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    return edges
+
+
+def boundary_tolerance(hw: tuple[int, int], frac: float = 0.0075) -> float:
+    """Matching distance of the boundary F1 in pixels: ``frac`` of the image diagonal, at least 1 (the
+    0.75 % of the boundary F-measure of Csurka et al., 2013)."""
+    return max(1.0, frac * float(np.hypot(*hw)))
+
+
+def boundary_f1(pred: np.ndarray, target: np.ndarray, tol: float | None = None) -> float:
+    """F1 of the predicted label edges against the true ones, an edge pixel counting as matched within
+    ``tol`` pixels of an edge of the other map (default ``boundary_tolerance``). Label maps [H,W]; nan when
+    neither map has an edge, 0 when only one has."""
+    pe, te = label_edges(pred), label_edges(target)
+    if not pe.any() and not te.any():
+        return float("nan")
+    if not pe.any() or not te.any():
+        return 0.0
+    tol = boundary_tolerance(pe.shape) if tol is None else tol
+    precision = float((ndimage.distance_transform_edt(~te)[pe] <= tol).mean())
+    recall = float((ndimage.distance_transform_edt(~pe)[te] <= tol).mean())
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
 class SegMetric:
-    """Confusion-matrix IoU over ``num_classes`` (pixels labelled ``ignore_index`` are skipped)."""
+    """Confusion-matrix IoU over ``num_classes`` (pixels labelled ``ignore_index`` are skipped) and the
+    mean over images of the part-boundary F1 (``boundary_f1``; ignored pixels take the true background's
+    place in both maps)."""
 
     def __init__(self, num_classes: int, names: Sequence[str] | None = None, ignore_index: int = 255):
         self.n = num_classes
         self.names = list(names) if names is not None else [str(i) for i in range(num_classes)]
         self.ignore = ignore_index
         self.conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.f1: list[float] = []
 
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
+        if np.ndim(pred) == 2 and np.shape(pred) == np.shape(target):
+            pm, tm = np.array(pred), np.asarray(target)
+            ignored = tm == self.ignore
+            pm[ignored] = 0
+            f1 = boundary_f1(pm, np.where(ignored, 0, tm))
+            if np.isfinite(f1):
+                self.f1.append(f1)
         pred, target = np.asarray(pred).ravel(), np.asarray(target).ravel()
         keep = target != self.ignore
         idx = target[keep].astype(np.int64) * self.n + pred[keep].astype(np.int64)
@@ -175,7 +217,8 @@ class SegMetric:
     def compute(self) -> dict[str, float]:
         iou = self.iou()
         out = {"mIoU": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
-               "pixel_acc": float(np.diag(self.conf).sum() / max(self.conf.sum(), 1))}
+               "pixel_acc": float(np.diag(self.conf).sum() / max(self.conf.sum(), 1)),
+               "boundary_F1": float(np.mean(self.f1)) if self.f1 else float("nan")}
         for name, v in zip(self.names, iou):
             out[f"IoU/{name}"] = float(v)
         return out
@@ -231,8 +274,22 @@ def angular_error_deg(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip((p * t).sum(-1), -1.0, 1.0)))
 
 
+def neighbour_energy(vectors: np.ndarray, valid: np.ndarray) -> float:
+    """Sum of the squared change between horizontally and vertically neighbouring pixels of a [H,W,C] map,
+    over the pairs where both pixels are valid (a blurred edge spreads one large step into several small
+    ones and so has less)."""
+    total = 0.0
+    for a, b, ok in ((vectors[:, :-1], vectors[:, 1:], valid[:, :-1] & valid[:, 1:]),
+                     (vectors[:-1], vectors[1:], valid[:-1] & valid[1:])):
+        total += float(np.square((a - b)[ok].astype(np.float64)).sum())
+    return total
+
+
 class NormalMetric:
-    """Mean/median angular error and % of pixels under 11.25/22.5/30 degrees over all valid pixels.
+    """Mean/median angular error and % of pixels under 11.25/22.5/30 degrees over all valid pixels, and
+    the gradient ratio: the root-mean-square change of the predicted unit normals between neighbouring
+    valid pixels over the truth's (1: edges and folds as sharp as the truth's; a blurred prediction stays
+    below 1, a noisy one can exceed it).
 
     The median comes from a 0.01-degree histogram (exact to 0.01 degrees, constant memory).
     """
@@ -244,8 +301,12 @@ class NormalMetric:
         self.sum = 0.0
         self.n = 0
         self.under = np.zeros(len(self.THRESHOLDS), dtype=np.int64)
+        self.energy = np.zeros(2)  # neighbour energy of prediction, truth
 
     def update(self, pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> None:
+        if np.ndim(pred) == 3 and np.ndim(valid) == 2:
+            unit = [v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8) for v in (pred, target)]
+            self.energy += [neighbour_energy(u, np.asarray(valid, bool)) for u in unit]
         ang = angular_error_deg(pred[valid], target[valid]).astype(np.float64)
         self.sum += float(ang.sum())
         self.n += ang.size
@@ -259,7 +320,8 @@ class NormalMetric:
         cum = np.cumsum(self.hist)
         lo, hi = (np.searchsorted(cum, r + 1) for r in ((self.n - 1) // 2, self.n // 2))
         median = (lo + hi + 1) / 200  # mean of the two middle ranks' bin centres
-        out = {"mean_deg": self.sum / self.n, "median_deg": float(median)}
+        out = {"mean_deg": self.sum / self.n, "median_deg": float(median),
+               "grad_ratio": float(np.sqrt(self.energy[0] / self.energy[1])) if self.energy[1] > 0 else float("nan")}
         for t, c in zip(self.THRESHOLDS, self.under):
             out[f"<{t:g}"] = 100.0 * c / self.n
         return out

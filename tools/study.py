@@ -19,8 +19,8 @@ from humans.heads.probe import PRIMARY
 ARMS = ("random", "mae", "cl", "mae+cl", "mean")
 TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 HIGHER = {"AP": True, "AP50": True, "AP75": True, "PCK@0.1": True, "mIoU": True, "pixel_acc": True,
-          "si_error": False, "kpt_error": False, "mean_deg": False, "median_deg": False, "<11.25": True,
-          "<22.5": True, "<30": True, "MAE": False, "PSNR": True}
+          "boundary_F1": True, "si_error": False, "kpt_error": False, "mean_deg": False, "median_deg": False,
+          "<11.25": True, "<22.5": True, "<30": True, "MAE": False, "PSNR": True}
 
 
 def records(probe_jsons: dict[int, str | Path]) -> list[dict]:

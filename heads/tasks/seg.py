@@ -1,7 +1,7 @@
 """Body-part segmentation: 29 classes per pixel (``shared.humans.parts``; 255 = ignore).
 
 Labels ``DATA/parts/<key>.png`` (indexed PNG, pixel value = class); output: 29 logits; loss:
-cross-entropy + soft Dice; metric: mIoU and pixel accuracy; overlay: part colours blended over the
+cross-entropy + soft Dice; metric: mIoU, pixel accuracy and part-boundary F1; overlay: part colours blended over the
 image; export: logits [B, 29, H, W] at the input size, and ``predict`` writes the class map as
 ``<image>_seg.npy`` and as an indexed PNG ``<image>_seg_parts.png``.
 """
@@ -41,7 +41,8 @@ class SegTask(WholeImageTask):
     truth_key = "parts"
     channels = NUM_PARTS
     label_folder = ("parts", (".png",))
-    metric_rows = (("mIoU", "seg mIoU", True), ("pixel_acc", "seg pixel acc.", True))
+    metric_rows = (("mIoU", "seg mIoU", True), ("pixel_acc", "seg pixel acc.", True),
+                   ("boundary_F1", "seg boundary F1", True))
     # context across tokens pays for seg (which part a pixel is depends on where it sits in the body) and
     # not for the local maps (normals level, albedo and pointmap a little worse): 4 residual blocks at
     # width 64 cost 10 % more time than the old 128-wide head without them (88-92 s vs 80 s for the main

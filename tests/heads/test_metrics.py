@@ -95,6 +95,50 @@ def test_miou_on_known_mask():
     assert out["pixel_acc"] == pytest.approx(10 / 12)
 
 
+def _halves(boundary_col, h=20, w=20, right_label=1):
+    m = np.zeros((h, w), np.int64)
+    m[:, boundary_col:] = right_label
+    return m
+
+
+def test_boundary_f1_known_edges():
+    truth = _halves(10)  # edge pixels: column 9
+    assert M.boundary_tolerance((20, 20)) == 1.0  # 0.75 % of a 28-px diagonal, at least one pixel
+    assert M.boundary_tolerance((192, 256)) == pytest.approx(2.4)
+    assert M.boundary_f1(truth, truth) == 1.0
+    assert M.boundary_f1(_halves(11), truth) == 1.0  # one pixel off: within tolerance
+    assert M.boundary_f1(_halves(13), truth) == 0.0  # three pixels off
+    assert M.boundary_f1(_halves(13), truth, tol=3) == 1.0
+    spurious = truth.copy()
+    spurious[:, 15:] = 2  # a second edge at column 14: precision 1/2, recall 1
+    assert M.boundary_f1(spurious, truth) == pytest.approx(2 / 3)
+    assert M.boundary_f1(np.zeros_like(truth), truth) == 0.0  # a flat prediction finds no edge
+    assert math.isnan(M.boundary_f1(np.zeros_like(truth), np.zeros_like(truth)))
+
+
+def test_seg_metric_boundary_f1_skips_ignored_pixels():
+    truth, pred = _halves(10), _halves(10)
+    truth[15:] = 255  # unlabelled rows: neither map's edges count there
+    pred[15:] = 3
+    m = M.SegMetric(4)
+    m.update(pred, truth)
+    m.update(_halves(13), _halves(10))
+    assert m.compute()["boundary_F1"] == pytest.approx(0.5)  # mean of 1 and 0
+
+
+def test_normal_gradient_ratio_of_sharp_and_blurred_crease():
+    truth = np.zeros((3, 10, 3))
+    truth[:, :5] = (0, 0, 1.0)
+    truth[:, 5:] = (1.0, 0, 0)
+    valid = np.ones((3, 10), bool)
+    blurred = truth.copy()
+    blurred[:, 5] = (1.0, 0, 1.0)  # the crease spread over two pixels (normalised to 45 degrees)
+    for pred, ratio in ((truth * 2, 1.0), (np.full_like(truth, 0.5), 0.0), (blurred, math.sqrt(2 - math.sqrt(2)))):
+        m = M.NormalMetric()
+        m.update(pred, truth, valid)
+        assert m.compute()["grad_ratio"] == pytest.approx(ratio)
+
+
 def test_angular_error_known_vectors():
     t = np.array([[0, 0, 1.0], [0, 0, 1.0], [0, 0, 1.0], [1.0, 0, 0]])
     p = np.array([[0, 0, 2.0], [0, 1.0, 1.0], [1.0, 0, 0], [0, 1.0, 0]])
