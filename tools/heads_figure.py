@@ -5,7 +5,9 @@ of the same task; every head predicts every ``--images`` file, drawn as ``predic
 colours over the image; normals: (n + 1) / 2; albedo: RGB; pointmap: depth), beside the ground truth of
 the labelled DATA folder ``--truth``. Where the labels cover part of the image (normals, pointmap), the
 prediction is shown on the labelled pixels only, which is what the metrics score. Each column's title
-carries the head's held-out primary metric from ``RUN/metrics.json`` when it is there.
+carries the head's held-out primary metric from ``RUN/metrics.json`` when it is there. ``--ceiling S`` adds,
+after the truth, the truth reduced to one value per S-px cell and blown back up as a head's output is
+(``tools/sharpness_ceiling.py``; seg and normals): how sharp a head whose every cell is right could look.
 
 Example (the decoder comparison of benchmarks/results/heads.md):
 
@@ -32,6 +34,7 @@ from humans.heads.data.io import read_image  # noqa: E402
 from humans.heads.models.model import load_model  # noqa: E402
 from humans.heads.predict import predict_image  # noqa: E402
 from humans.heads.probe import PRIMARY  # noqa: E402
+from humans.tools.sharpness_ceiling import normal_at_stride, seg_at_stride  # noqa: E402
 
 PANEL_WIDTH = 384   # the figure's pixels per panel across (3 per image pixel for 128-px synthetic humans)
 
@@ -57,9 +60,21 @@ def primary_metric(checkpoint: Path, task: str, metrics_name: str = "metrics.jso
     return f"\n{name} {value:.3f}" if isinstance(value, (int, float)) else ""
 
 
+def truth_at_stride(task: str, truth_map: np.ndarray, valid: np.ndarray | None, stride: int) -> np.ndarray:
+    """The truth as one value per ``stride`` px cell, blown back up (seg and normal only)."""
+    if task == "seg":
+        return seg_at_stride(truth_map, stride)
+    if task == "normal":
+        valid = np.ones(truth_map.shape[:2], bool) if valid is None else valid
+        return np.where(valid[..., None], normal_at_stride(truth_map, valid, stride), truth_map)
+    raise ValueError(f"--ceiling: drawn for seg and normal, not {task}")
+
+
 def panels(task: str, truth: Path, images: list[Path], heads: list[tuple[str, Path]],
-           metrics_name: str = "metrics.json") -> tuple[list[str], list[list[np.ndarray]]]:
-    """Column titles and rows of RGB panels: image, ground truth, then each head's prediction."""
+           metrics_name: str = "metrics.json", ceiling: int | None = None
+           ) -> tuple[list[str], list[list[np.ndarray]]]:
+    """Column titles and rows of RGB panels: image, ground truth, [the truth per ``ceiling`` px cell], then
+    each head's prediction."""
     data = DenseData(str(truth))
     models = []
     for label, path in heads:
@@ -75,13 +90,16 @@ def panels(task: str, truth: Path, images: list[Path], heads: list[tuple[str, Pa
         if truth_map is None:
             raise ValueError(f"{path}: {truth} has no {task} label for {path.stem}")
         row = [img, spec.overlay(img, truth_map, 0.2)]
+        if ceiling:
+            row.append(spec.overlay(img, truth_at_stride(task, truth_map, valid, ceiling), 0.2))
         for model in models:
             pred = predict_image(model, img)
             if valid is not None and not valid.all() and pred.shape == truth_map.shape:
                 pred = np.where(valid[..., None], pred, truth_map)   # scored pixels only, as the metrics
             row.append(spec.overlay(img, pred, 0.2))
         rows.append(row)
-    titles = ["image", "ground truth"] + [label + primary_metric(p, task, metrics_name) for label, p in heads]
+    titles = (["image", "ground truth"] + ([f"truth per {ceiling}-px cell\n(sharpness ceiling)"] if ceiling else [])
+              + [label + primary_metric(p, task, metrics_name) for label, p in heads])
     return titles, rows
 
 
@@ -126,11 +144,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="JSON beside each checkpoint whose primary metric goes in the column title (default "
                          "metrics.json: training's held-out metrics; e.g. the --out name of `humans.heads eval` "
                          "run on --truth, when heads were trained on other data)")
+    ap.add_argument("--ceiling", type=int, default=None, metavar="S",
+                    help="seg and normal: add the truth reduced to one value per S-px cell (e.g. 8, a token at "
+                         "the heads' input scale) and blown back up, what a head right in every cell would draw")
     ap.add_argument("--out", required=True, type=Path, help="PNG to write")
     args = ap.parse_args(argv)
     if args.task == "pose":
         ap.error("--task pose: pose predictions are drawn by `python -m humans.heads predict --truth`")
-    titles, rows = panels(args.task, args.truth, args.images, args.heads, args.metrics)
+    if args.ceiling is not None and (args.ceiling < 1 or args.task not in ("seg", "normal")):
+        ap.error(f"--ceiling {args.ceiling}: allowed a positive cell size, with --task seg or normal")
+    titles, rows = panels(args.task, args.truth, args.images, args.heads, args.metrics, args.ceiling)
     print(draw(titles, rows, args.out, args.caption))
     return 0
 

@@ -47,6 +47,18 @@ def test_figure_has_a_column_per_head_and_shows_scored_pixels_only(synth_data, r
     assert np.array_equal(truth_panel[~valid], head_panel[~valid])
     assert not np.array_equal(truth_panel[valid], head_panel[valid])
 
+    # --ceiling: the truth per 8-px cell after the truth, coarser than it but the same on flat regions
+    titles, rows = panels("normal", synth_data, images[:1], [("n", tmp_path / "n" / "head.safetensors")], ceiling=8)
+    assert titles[2].startswith("truth per 8-px cell") and len(rows[0]) == 4
+    assert np.array_equal(rows[0][2][~valid], truth_panel[~valid])
+    assert 0 < np.abs(rows[0][2][valid].astype(int) - truth_panel[valid]).mean() < 40
+    assert main(["--task", "seg", "--truth", str(synth_data), "--images", str(images[0]), "--head", f"a={seg_a}",
+                 "--ceiling", "8", "--out", str(out)]) == 0
+    assert Image.open(out).size[0] == 4 * PANEL_WIDTH
+    with pytest.raises(SystemExit):
+        main(["--task", "albedo", "--truth", str(synth_data), "--images", str(images[0]), "--head", f"a={seg_a}",
+              "--ceiling", "8", "--out", str(out)])
+
     with pytest.raises(ValueError, match="is a normal head, not seg"):
         panels("seg", synth_data, images[:1], [("n", tmp_path / "n" / "head.safetensors")])
     with pytest.raises(SystemExit):
