@@ -267,11 +267,14 @@ class PointmapMetric:
 # --------------------------------------------------------------------------------------- normal
 
 
+def unit(v: np.ndarray) -> np.ndarray:
+    """Vectors along the last axis scaled to unit length (zero vectors stay zero)."""
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
+
+
 def angular_error_deg(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Angle in degrees between corresponding vectors ([...,3]); inputs need not be unit length."""
-    p = pred / np.maximum(np.linalg.norm(pred, axis=-1, keepdims=True), 1e-8)
-    t = target / np.maximum(np.linalg.norm(target, axis=-1, keepdims=True), 1e-8)
-    return np.degrees(np.arccos(np.clip((p * t).sum(-1), -1.0, 1.0)))
+    return np.degrees(np.arccos(np.clip((unit(pred) * unit(target)).sum(-1), -1.0, 1.0)))
 
 
 def neighbour_energy(vectors: np.ndarray, valid: np.ndarray) -> float:
@@ -305,8 +308,7 @@ class NormalMetric:
 
     def update(self, pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> None:
         if np.ndim(pred) == 3 and np.ndim(valid) == 2:
-            unit = [v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8) for v in (pred, target)]
-            self.energy += [neighbour_energy(u, np.asarray(valid, bool)) for u in unit]
+            self.energy += [neighbour_energy(unit(v), np.asarray(valid, bool)) for v in (pred, target)]
         ang = angular_error_deg(pred[valid], target[valid]).astype(np.float64)
         self.sum += float(ang.sum())
         self.n += ang.size

@@ -62,8 +62,7 @@ def warm_start(model: nn.Module, teacher: nn.Module | None, source: str | Path) 
         given = state["model"]
         backbone_sd = {k[len(BACKBONE):]: v for k, v in given.items() if k.startswith(BACKBONE)}
         load_state_strict(model.encoder.backbone, backbone_sd, str(path), "this run's backbone")
-        own = model.state_dict()
-        rest = _matching(own, {k: v for k, v in given.items() if not k.startswith(BACKBONE)})
+        rest = _matching(model.state_dict(), {k: v for k, v in given.items() if not k.startswith(BACKBONE)})
         model.load_state_dict(rest, strict=False)
         teacher_sd = state.get("teacher") or None
         step = step_of(path)
