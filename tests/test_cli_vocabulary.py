@@ -141,12 +141,25 @@ def test_console_commands_and_pipelines_yaml_ship():
 
 
 def test_main_job_head_epochs_option(tmp_path, capsys):
-    """``humans --head-epochs N`` overrides the preset's head epochs; below 1 it is refused, naming the
-    allowed values, before any step runs."""
-    from humans.tools.main_job import main
+    """``humans --head-epochs`` takes N for every head or TASK=N for one; a count below 1 or an unknown task
+    is refused, naming the allowed values, before any step runs."""
+    from humans.tools.main_job import PRESETS, main, with_head_epochs
 
-    with pytest.raises(SystemExit) as exc:
-        main(["--out", str(tmp_path / "run"), "--head-epochs", "0"])
-    assert exc.value.code == 2
-    assert "--head-epochs 0: allowed >= 1" in capsys.readouterr().err
+    demo = PRESETS["demo"]
+    assert (demo.epochs_of("seg"), demo.epochs_of("normal")) == (36, 12)  # the demo's seg head trains longer
+    assert demo.head_order()[:2] == ["seg", "pose"]  # longest first: 36 seg epochs outweigh pose's 2 x 12
+    assert PRESETS["study"].head_order()[:2] == ["pose", "seg"]
+    both = with_head_epochs(demo, "20")  # a bare N sets every head, the preset's seg count included
+    assert {t: both.epochs_of(t) for t in ("pose", "seg", "albedo")} == {"pose": 20, "seg": 20, "albedo": 20}
+    one = with_head_epochs(demo, "albedo=24")  # TASK=N keeps the rest of the preset
+    assert {t: one.epochs_of(t) for t in ("pose", "seg", "albedo")} == {"pose": 12, "seg": 36, "albedo": 24}
+    mixed = with_head_epochs(demo, "8, seg=48")
+    assert {t: mixed.epochs_of(t) for t in ("pose", "seg")} == {"pose": 8, "seg": 48}
+    for spec, message in (("0", "--head-epochs 0: '0'; allowed N or TASK=N with N >= 1"),
+                          ("seg=x", "allowed N or TASK=N"),
+                          ("depth=3", "task 'depth'; allowed pose, seg, normal, pointmap, albedo")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--out", str(tmp_path / "run"), "--head-epochs", spec])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -48,7 +48,7 @@ class Preset:
     synth_count: int            # labelled synthetic humans for the probes and heads (another seed)
     synth_size: int
     probe_size: str             # input of the dense probes (whole images)
-    head_epochs: int
+    head_epochs: int            # epochs of every head ...
     # input of the five heads, the pose head's person crops too: at 128x96 (a 16x12 token grid) the pose head
     # reaches PCK@0.1 0.505 +- 0.004 against 0.471 +- 0.003 on 64x48 crops (8x6 tokens), hands above the mean
     # pose, for 70 s more (600 images, 3 head seeds, benchmarks/results/heads.md)
@@ -66,6 +66,18 @@ class Preset:
     # on the rest. Data, not epochs, limits the heads: 192 -> 1152 training images at the same step count
     # took normals from 33.5 to 32.1 deg without the overfitting more epochs bring (main_job.md)
     head_synth_count: int = 0
+    # ... except these (task -> epochs). The seg head is under-trained at 12 epochs: 36 took it from mIoU 0.116 to
+    # 0.140 +- 0.004 and boundary F1 0.404 -> 0.450 (3 seeds, 128x96, heads.md), while normals overfit at 36
+    head_task_epochs: dict = field(default_factory=dict)
+
+    def epochs_of(self, task: str) -> int:
+        """Training epochs of the ``task`` head."""
+        return int(self.head_task_epochs.get(task, self.head_epochs))
+
+    def head_order(self) -> list[str]:
+        """The five heads, longest first (the pose head's 308 heatmaps take about twice a dense head's time
+        per epoch), so that two lanes finish close together."""
+        return sorted(TASKS, key=lambda t: -self.epochs_of(t) * (2 if t == "pose" else 1))
 
     @property
     def pose_crop_size(self) -> str:
@@ -80,7 +92,7 @@ _STUDY = dict(pool_scale="demo", model="study-s8", unlabelled_count=1500, unlabe
               synth_size=128, probe_size="128x96", head_epochs=12, head_size="128x96",
               extra_pretrain=["--warmup-steps", "20", "--lr", "2e-3", "--num-workers", "1"])
 PRESETS = {
-    "demo": Preset(**{**_STUDY, "head_synth_count": 600}),
+    "demo": Preset(**{**_STUDY, "head_synth_count": 600, "head_task_epochs": {"seg": 36}}),
     # three times the demo's pretraining: MAE's gain over random grows with steps (study.md)
     # heads on the probes' set: the study's claims are the probes', and its 75 minutes have no room for more
     "study": Preset(**{**_STUDY, "seeds": (0, 1, 2), "pretrain_steps": 600}),
@@ -94,6 +106,29 @@ PRESETS = {
                    synth_size=96, probe_size="64x48", head_epochs=1, head_size="64x48", head_synth_count=32,
                    extra_pretrain=["--warmup-steps", "2", "--log-every", "1", "--num-workers", "0"]),
 }
+
+
+def with_head_epochs(preset: Preset, spec: str) -> Preset:
+    """``preset`` with the head epochs of ``--head-epochs`` ``spec``: comma-separated items, each N (every head,
+    the preset's per-task counts included) or TASK=N (that head; wins over a bare N in the same spec)."""
+    every, per_task = None, {}
+    for item in (part.strip() for part in str(spec).split(",")):
+        task, _, value = item.rpartition("=")
+        if task and task not in TASKS:
+            raise ValueError(f"--head-epochs {spec}: task {task!r}; allowed {', '.join(TASKS)}")
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"--head-epochs {spec}: {item!r}; allowed N or TASK=N with N >= 1")
+        if task:
+            per_task[task] = n
+        else:
+            every = n
+    if every is None:
+        return dataclasses.replace(preset, head_task_epochs={**preset.head_task_epochs, **per_task})
+    return dataclasses.replace(preset, head_epochs=every, head_task_epochs=per_task)
 
 
 def log(msg: str) -> None:
@@ -282,16 +317,16 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
            "--size", str(p.global_size), "--out", str(pictures), *map(str, heldout)),
         pictures / "feature_pca.png", "6b. MAE reconstructions and feature PCA on held-out images", light=True)
     sample_images = heldout[:2]
-    # TASKS is longest first (pose's 308 heatmaps take about twice a dense head's time): the first two
-    # lanes start pose and seg, and seg's whole-image feature cache is written before the other dense heads
-    # start (two steps computing one cache entry would only repeat work: each writes its own file)
+    # longest first (Preset.head_order): the first two lanes start pose and seg, and seg's whole-image feature
+    # cache is written before the other dense heads start (two steps computing one cache entry would only
+    # repeat work: each writes its own file)
     run_lanes([Step(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data",
-                       str(head_data), *head_val, "--out", str(out / "heads" / task), "--epochs", str(p.head_epochs),
+                       str(head_data), *head_val, "--out", str(out / "heads" / task), "--epochs", str(p.epochs_of(task)),
                        "--size", p.head_size, "--threads", str(lane_threads(p)), "--device", p.device,
                        "--cache-dir", str(out / "feature_cache")),
                     out / "heads" / task / "head.safetensors",
                     f"6c. train the {task} head on '{best}' (features only, no image skip)", f"head_{task}")
-               for task in TASKS], out / "logs")
+               for task in p.head_order()], out / "logs")
     for task in TASKS:
         head_dir = out / "heads" / task
         run(py("-m", "humans.heads", "predict", "--task", task, "--checkpoint", str(head_dir / "head.safetensors"),
@@ -486,9 +521,10 @@ def main(argv: list[str] | None = None) -> int:
                          "(three seeds per arm, 600 pretraining steps, the error bars: 74 min on 2 cores one step "
                          "at a time, less with lanes; give it its own --out), "
                          "study-gpu (the study at GPU scale), tiny (test)")
-    ap.add_argument("--head-epochs", type=int, default=None, metavar="N",
-                    help="epochs of the five heads (default: the preset's, 12). More epochs sharpen seg and albedo but "
-                         "overfit normals and pointmap; more data helps all (benchmarks/results/main_job.md). "
+    ap.add_argument("--head-epochs", default=None, metavar="N | TASK=N,...",
+                    help="epochs of the heads: N for all five, TASK=N for one (e.g. 20 or seg=48,albedo=24 or "
+                         "20,seg=48; default: the preset's, demo 12 and seg 36). More epochs sharpen seg and "
+                         "albedo but overfit normals and pointmap; more data helps all (benchmarks/results/main_job.md). "
                          "Finished heads are kept: delete OUT/heads and OUT/predictions to retrain them")
     ap.add_argument("--head-images", type=int, default=None, metavar="N",
                     help="labelled synthetic humans the heads train on (default: the preset's; demo 600). More "
@@ -515,9 +551,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset]
     if args.head_epochs is not None:
-        if args.head_epochs < 1:
-            ap.error(f"--head-epochs {args.head_epochs}: allowed >= 1")
-        preset = dataclasses.replace(preset, head_epochs=args.head_epochs)
+        try:
+            preset = with_head_epochs(preset, args.head_epochs)
+        except ValueError as e:
+            ap.error(str(e))
     if args.head_images is not None:
         if args.head_images < 1:
             ap.error(f"--head-images {args.head_images}: allowed >= 1")

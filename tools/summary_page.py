@@ -89,6 +89,15 @@ def markdown_tables(path: Path) -> str:
     return "".join(out)
 
 
+def epochs_text(run: Path) -> str:
+    """" for N epochs" of a head run folder (the length of its ``history.json`` loss list), or ""."""
+    try:
+        n = len(json.loads((run / "history.json").read_text())["loss"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f" for {n} epoch{'s' if n != 1 else ''}"
+
+
 def write_summary(out: Path, paths: dict[str, Path], tasks: tuple[str, ...]) -> Path:
     """One HTML page linking every artefact; each number names the file it came from. ``paths``: what
     the main job's steps return (shards, report, study_json, probe_json, pictures, data)."""
@@ -143,15 +152,15 @@ def write_summary(out: Path, paths: dict[str, Path], tasks: tuple[str, ...]) -> 
             m, base = doc.get("metrics", {}), doc.get("mean_baseline", {})
             shown = ", ".join(f"{k} = {v:.4g}" + (f" (mean baseline {base[k]:.4g})" if k in base else "")
                               for k, v in m.items() if "/" not in k and isinstance(v, (int, float)))
-            counts = (f"; trained on {doc['train_samples']} images, scored on {doc['val_samples']} held-out ones"
-                      if "train_samples" in doc and "val_samples" in doc else "")
+            counts = (f"; trained on {doc['train_samples']} images{epochs_text(out / 'heads' / task)}, scored on "
+                      f"{doc['val_samples']} held-out ones" if "train_samples" in doc and "val_samples" in doc else "")
             metric_text = f"<p>{html.escape(shown + counts)} (<code>{rel(metrics_file)}</code>)</p>"
         pairs = sorted((out / "predictions" / task).glob("*_vs_truth.png"))
         shown = pairs or sorted((out / "predictions" / task).glob("*.png"))
         imgs = ("<p>prediction (left) beside the ground truth (right), held-out images; normals and pointmap: "
                 "in the middle the prediction on the labelled pixels only (what the metrics score):</p>"
                 if pairs else "") + \
-            "".join(f"<img src='{rel(i)}' style='max-width:48%'>" for i in shown[:4])
+            "".join(f"<img src='{rel(i)}' style='width:48%;image-rendering:pixelated'>" for i in shown[:4])
         parts.append(f"<h3>{task}</h3>{metric_text}{imgs}")
     preview = sorted((paths["data"] / "preview").glob("*.png"))
     if preview:

@@ -100,6 +100,7 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
     links = re.findall(r"(?:src|href)='([^']+)'", page)
     assert links and all((out / link).exists() for link in links), links
     assert f"{manifest['total_samples']} samples" in page
+    assert page.count("images for 1 epoch, scored on") == 5  # each head's training, from its history.json
 
     # a second run redoes nothing
     again = _run_job(out)
