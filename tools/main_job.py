@@ -69,6 +69,9 @@ class Preset:
     # ... except these (task -> epochs). The seg head is under-trained at 12 epochs: 36 took it from mIoU 0.116 to
     # 0.140 +- 0.004 and boundary F1 0.404 -> 0.450 (3 seeds, 128x96, heads.md), while normals overfit at 36
     head_task_epochs: dict = field(default_factory=dict)
+    # also train the five heads on the random-init backbone (OUT/heads_random), the baseline beside them on the
+    # summary page; off in the demo for its 20-minute budget (they take about as long as the heads themselves)
+    head_baselines: bool = False
 
     def epochs_of(self, task: str) -> int:
         """Training epochs of the ``task`` head."""
@@ -317,16 +320,20 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
            "--size", str(p.global_size), "--out", str(pictures), *map(str, heldout)),
         pictures / "feature_pca.png", "6b. MAE reconstructions and feature PCA on held-out images", light=True)
     sample_images = heldout[:2]
-    # longest first (Preset.head_order): the first two lanes start pose and seg, and seg's whole-image feature
-    # cache is written before the other dense heads start (two steps computing one cache entry would only
-    # repeat work: each writes its own file)
-    run_lanes([Step(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(best_ckpt), "--data",
-                       str(head_data), *head_val, "--out", str(out / "heads" / task), "--epochs", str(p.epochs_of(task)),
+    # longest first (Preset.head_order): the first two lanes start seg and pose (with --head-baselines, seg on
+    # both backbones), and seg's whole-image feature cache is written before the other dense heads start (two
+    # steps computing one cache entry would only repeat work: each writes its own file)
+    head_runs = [(best, best_ckpt, out / "heads")]
+    if p.head_baselines and best != "random":
+        head_runs.append(("random", backbones["random"], out / "heads_random"))
+    run_lanes([Step(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(ckpt), "--data",
+                       str(head_data), *head_val, "--out", str(heads_dir / task), "--epochs", str(p.epochs_of(task)),
                        "--size", p.head_size, "--threads", str(lane_threads(p)), "--device", p.device,
                        "--cache-dir", str(out / "feature_cache")),
-                    out / "heads" / task / "head.safetensors",
-                    f"6c. train the {task} head on '{best}' (features only, no image skip)", f"head_{task}")
-               for task in p.head_order()], out / "logs")
+                    heads_dir / task / "head.safetensors",
+                    f"6c. train the {task} head on '{label}' (features only, no image skip"
+                    + (")" if label == best else ", the baseline)"), f"head_{task}" + ("" if label == best else "_random"))
+               for task in p.head_order() for label, ckpt, heads_dir in head_runs], out / "logs")
     for task in TASKS:
         head_dir = out / "heads" / task
         run(py("-m", "humans.heads", "predict", "--task", task, "--checkpoint", str(head_dir / "head.safetensors"),
@@ -526,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
                          "20,seg=48; default: the preset's, demo 12 and seg 36). More epochs sharpen seg and "
                          "albedo but overfit normals and pointmap; more data helps all (benchmarks/results/main_job.md). "
                          "Finished heads are kept: delete OUT/heads and OUT/predictions to retrain them")
+    ap.add_argument("--head-baselines", action="store_true",
+                    help="also train the five heads on the random-init backbone (OUT/heads_random) and show them "
+                         "beside the best backbone's on the summary page (about 6 more minutes for the demo on 2 "
+                         "cores; the study preset's heads too)")
     ap.add_argument("--head-images", type=int, default=None, metavar="N",
                     help="labelled synthetic humans the heads train on (default: the preset's; demo 600). More "
                          "help every head (seg mIoU 0.099 / 0.164 / 0.225 and normals 32.6 / 30.4 / 28.6 deg at 600 / "
@@ -555,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
             preset = with_head_epochs(preset, args.head_epochs)
         except ValueError as e:
             ap.error(str(e))
+    if args.head_baselines:
+        preset = dataclasses.replace(preset, head_baselines=True)
     if args.head_images is not None:
         if args.head_images < 1:
             ap.error(f"--head-images {args.head_images}: allowed >= 1")

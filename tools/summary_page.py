@@ -98,6 +98,37 @@ def epochs_text(run: Path) -> str:
     return f" for {n} epoch{'s' if n != 1 else ''}"
 
 
+# the heads' table rows: task -> (metric key, label, True: higher is better / False: lower / None: 1 = the truth's)
+HEAD_TABLE = {"pose": [("PCK@0.1", "PCK@0.1", True), ("AP", "OKS AP", True)],
+              "seg": [("mIoU", "mIoU", True), ("boundary_F1", "boundary F1", True)],
+              "normal": [("mean_deg", "mean angle (deg)", False), ("grad_ratio", "gradient ratio (1 = truth)", None)],
+              "pointmap": [("si_error", "scale-invariant error", False)],
+              "albedo": [("MAE", "MAE", False)]}
+
+
+def heads_table(out: Path, tasks: tuple[str, ...], best: str) -> str:
+    """An HTML table of the heads' main metrics (``HEAD_TABLE``): the best backbone's heads (``OUT/heads``), the
+    random-init ones when trained (``OUT/heads_random``) and the mean prediction, from their ``metrics.json``."""
+    columns = [(best, out / "heads")] + ([("random init", out / "heads_random")]
+                                          if (out / "heads_random").is_dir() and best != "random" else [])
+    rows = []
+    for task in tasks:
+        docs = []
+        for _, folder in columns:
+            try:
+                docs.append(json.loads((folder / task / "metrics.json").read_text()))
+            except (OSError, ValueError):
+                docs.append({})
+        for key, label, higher in HEAD_TABLE.get(task, []):
+            values = [d.get("metrics", {}).get(key) for d in docs] + [docs[0].get("mean_baseline", {}).get(key)]
+            arrow = {True: " ↑", False: " ↓", None: ""}[higher]
+            cells = "".join(f"<td>{v:.4g}</td>" if isinstance(v, (int, float)) else "<td>-</td>" for v in values)
+            rows.append(f"<tr><th>{task}</th><th>{html.escape(label)}{arrow}</th>{cells}</tr>")
+    head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in columns)
+    return (f"<table><tr><th>task</th><th>metric</th>{head}<th>mean prediction</th></tr>{''.join(rows)}</table>"
+            "<p>(from each head's <code>metrics.json</code>; held-out images)</p>")
+
+
 def write_summary(out: Path, paths: dict[str, Path], tasks: tuple[str, ...]) -> Path:
     """One HTML page linking every artefact; each number names the file it came from. ``paths``: what
     the main job's steps return (shards, report, study_json, probe_json, pictures, data)."""
@@ -138,12 +169,18 @@ def write_summary(out: Path, paths: dict[str, Path], tasks: tuple[str, ...]) -> 
             parts.append(f"<p>{caption}: <code>{rel(png)}</code></p><img src='{rel(png)}' style='max-width:70%'>")
     parts.append(f"<h3>All metrics, seed 0 (<code>{rel(paths['probe_json'])}</code>)</h3>"
                  + markdown_tables(out / "probe.md"))
+    best = (out / "best_backbone.txt").read_text().strip()
+    have_random = (out / "heads_random").is_dir() and best != "random"
     parts.append(f"<p>Heads trained on the best backbone by probe rank (<code>best_backbone.txt</code>): "
-                 f"<b>{html.escape((out / 'best_backbone.txt').read_text())}</b></p><h2>Heads and predictions</h2>"
-                 "<p>Each head's figures sit beside the mean prediction of the same held-out images. The heads "
-                 "are not the place to compare backbones: the same heads on this job's random-init backbone, "
-                 "measured by hand (benchmarks/results/main_job.md), score level with them on segmentation "
-                 "and better on normals. The probe table above is where pretraining is judged.</p>")
+                 f"<b>{html.escape(best)}</b></p><h2>Heads and predictions</h2>"
+                 "<p>Each head's figures sit beside the mean prediction of the same held-out images"
+                 + (" and beside the same head trained on this job's random-init backbone (<code>heads_random/</code>)."
+                    if have_random else
+                    ". The same heads on the random-init backbone were not trained in this run (<code>--head-baselines"
+                    "</code> adds them, about 6 more minutes); measured apart (benchmarks/results/main_job.md) they "
+                    "score level with the 200-step backbones' heads or better.")
+                 + " The heads measure their decoder and data more than pretraining: the probe table above is where "
+                 "pretraining is judged.</p>" + heads_table(out, tasks, best))
     for task in tasks:
         metrics_file = out / "heads" / task / "metrics.json"
         metric_text = ""

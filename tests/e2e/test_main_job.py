@@ -23,7 +23,7 @@ TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 
 def _run_job(out: Path) -> str:
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "main_job.py"), "--out", str(out),
-                           "--preset", "tiny", "--in-process"], cwd=ROOT, capture_output=True, text=True,
+                           "--preset", "tiny", "--in-process", "--head-baselines"], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
@@ -79,6 +79,8 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
         with safe_open(str(ckpt), "pt") as fh:
             metadata = json.dumps(fh.metadata())
         assert best_file.name in metadata, f"{task} head not trained on the best backbone"
+        with safe_open(str(out / "heads_random" / task / "head.safetensors"), "pt") as fh:  # --head-baselines
+            assert "random_seed0.safetensors" in json.dumps(fh.metadata()), f"{task} baseline head"
         assert list((out / "predictions" / task).glob("*.png")), f"no {task} overlays"
         if task != "pose":  # dense heads: trained on their own 32 images, scored on all 24 of the probes' set
             rec = json.loads((out / "heads" / task / "metrics.json").read_text())
@@ -101,6 +103,11 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
     assert links and all((out / link).exists() for link in links), links
     assert f"{manifest['total_samples']} samples" in page
     assert page.count("images for 1 epoch, scored on") == 5  # each head's training, from its history.json
+    # the heads' table: the best backbone, random init and the mean prediction, read from the metrics files
+    assert f"<th>metric</th><th>{best}</th><th>random init</th><th>mean prediction</th>" in page
+    seg_best, seg_random = (json.loads((out / d / "seg" / "metrics.json").read_text()) for d in ("heads", "heads_random"))
+    assert (f"<th>seg</th><th>mIoU ↑</th><td>{seg_best['metrics']['mIoU']:.4g}</td>"
+            f"<td>{seg_random['metrics']['mIoU']:.4g}</td><td>{seg_best['mean_baseline']['mIoU']:.4g}</td>") in page
 
     # a second run redoes nothing
     again = _run_job(out)
