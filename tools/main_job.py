@@ -66,8 +66,9 @@ class Preset:
     # on the rest. Data, not epochs, limits the heads: 192 -> 1152 training images at the same step count
     # took normals from 33.5 to 32.1 deg without the overfitting more epochs bring (main_job.md)
     head_synth_count: int = 0
-    # ... except these (task -> epochs). The seg head is under-trained at 12 epochs: 36 took it from mIoU 0.116 to
-    # 0.140 +- 0.004 and boundary F1 0.404 -> 0.450 (3 seeds, 128x96, heads.md), while normals overfit at 36
+    # ... except these (task -> epochs). The seg head is under-trained at 12 epochs: on the demo's data 36 took it
+    # from mIoU 0.097 +- 0.002 to 0.119 +- 0.002 and boundary F1 0.347 -> 0.392 (3 head seeds, heads.md), for about
+    # 100 s more of the job; normals and pointmap over-fit beyond 12
     head_task_epochs: dict = field(default_factory=dict)
     # also train the five heads on the random-init backbone (OUT/heads_random), the baseline beside them on the
     # summary page; off in the demo for its 20-minute budget (they take about as long as the heads themselves)
@@ -524,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "python tools/main_job.py --out runs/main --fresh"))
     add_out(ap, "output folder of the whole job (default runs/main)", required=False, default="runs/main")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                    help="sizes of every step: demo (README default: one seed, about 16 min on 2 cores), study "
+                    help="sizes of every step: demo (README default: one seed, about 17 min on 2 cores), study "
                          "(three seeds per arm, 600 pretraining steps, the error bars: 74 min on 2 cores one step "
                          "at a time, less with lanes; give it its own --out), "
                          "study-gpu (the study at GPU scale), tiny (test)")
@@ -535,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
                          "Finished heads are kept: delete OUT/heads and OUT/predictions to retrain them")
     ap.add_argument("--head-baselines", action="store_true",
                     help="also train the five heads on the random-init backbone (OUT/heads_random) and show them "
-                         "beside the best backbone's on the summary page (about 6 more minutes for the demo on 2 "
+                         "beside the best backbone's on the summary page (about 7 more minutes for the demo on 2 "
                          "cores; the study preset's heads too)")
     ap.add_argument("--head-images", type=int, default=None, metavar="N",
                     help="labelled synthetic humans the heads train on (default: the preset's; demo 600). More "

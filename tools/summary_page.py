@@ -177,8 +177,8 @@ def write_summary(out: Path, paths: dict[str, Path], tasks: tuple[str, ...]) -> 
                  + (" and beside the same head trained on this job's random-init backbone (<code>heads_random/</code>)."
                     if have_random else
                     ". The same heads on the random-init backbone were not trained in this run (<code>--head-baselines"
-                    "</code> adds them, about 6 more minutes); measured apart (benchmarks/results/main_job.md) they "
-                    "score level with the 200-step backbones' heads or better.")
+                    "</code> adds them, about 7 more minutes); measured apart (benchmarks/results/main_job.md) they "
+                    "score better than the 200-step backbone's heads on pose, seg and normals.")
                  + " The heads measure their decoder and data more than pretraining: the probe table above is where "
                  "pretraining is judged.</p>" + heads_table(out, tasks, best))
     for task in tasks:
