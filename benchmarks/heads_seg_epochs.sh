@@ -4,12 +4,13 @@
 # Trains the seg head on the job's `mae` backbone at 12 epochs (lr 1e-3 and 3e-3) and 36 epochs, and on its
 # random-init backbone at 36 epochs (600 labelled humans, the job's held-out 240, 128x96), one head at a time
 # on 2 threads, for each head seed in SEEDS; then at 36 epochs with the first block's features beside the
-# last (`--layers 1,-1`, seed 0). Prints mIoU and boundary F1 per run, and mean ± std per setting.
+# last (`--layers 1,-1`) and alone (`--layers 0`), seed 0. Prints mIoU and boundary F1 per run, and mean ± std
+# per setting.
 # Needs a finished main job (`bash scripts/main.sh`, or `python tools/main_job.py --out RUN`).
 #
 #   bash benchmarks/heads_seg_epochs.sh [RUN=runs/main] [OUT=runs/seg_epochs] [SEEDS="0 1 2"]
 #
-# About 1.5 minutes per 12-epoch head and 4.5 per 36-epoch head on 2 cores: 35-40 minutes for three seeds
+# About 1.5 minutes per 12-epoch head and 4.5 per 36-epoch head on 2 cores: about 55 minutes with three seeds
 # (benchmarks/results/heads.md, 2026-12-07 afternoon).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,8 @@ for seed in $SEEDS; do
 done
 head mae_e36_layers1,-1 "$RUN/backbones/mae_seed0.safetensors" 0 --epochs 36 --layers=1,-1
 head random_e36_layers1,-1 "$RUN/backbones/random_seed0.safetensors" 0 --epochs 36 --layers=1,-1
+head mae_e36_layers0 "$RUN/backbones/mae_seed0.safetensors" 0 --epochs 36 --layers=0
+head random_e36_layers0 "$RUN/backbones/random_seed0.safetensors" 0 --epochs 36 --layers=0
 "$PY" - "$OUT" <<'PY'
 import json, statistics, sys
 from collections import defaultdict
