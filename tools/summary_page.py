@@ -98,34 +98,30 @@ def epochs_text(run: Path) -> str:
     return f" for {n} epoch{'s' if n != 1 else ''}"
 
 
-# the heads' table rows: task -> (metric key, label, True: higher is better / False: lower / None: 1 = the truth's)
-HEAD_TABLE = {"pose": [("PCK@0.1", "PCK@0.1", True), ("AP", "OKS AP", True)],
-              "seg": [("mIoU", "mIoU", True), ("boundary_F1", "boundary F1", True)],
-              "normal": [("mean_deg", "mean angle (deg)", False), ("grad_ratio", "gradient ratio (1 = truth)", None)],
-              "pointmap": [("si_error", "scale-invariant error", False)],
-              "albedo": [("MAE", "MAE", False)]}
+def heads_table(out: Path, tasks: tuple[str, ...], best: str, with_random: bool) -> str:
+    """An HTML table of the heads' metrics (the rows of ``heads.probe.table_rows``, as in the probe table): the
+    best backbone's heads (``OUT/heads``), with ``with_random`` the random-init ones (``OUT/heads_random``), and
+    the mean prediction, from their ``metrics.json``; rows no head has a value for are left out."""
+    from humans.heads.probe import table_rows
 
-
-def heads_table(out: Path, tasks: tuple[str, ...], best: str) -> str:
-    """An HTML table of the heads' main metrics (``HEAD_TABLE``): the best backbone's heads (``OUT/heads``), the
-    random-init ones when trained (``OUT/heads_random``) and the mean prediction, from their ``metrics.json``."""
-    columns = [(best, out / "heads")] + ([("random init", out / "heads_random")]
-                                          if (out / "heads_random").is_dir() and best != "random" else [])
-    rows = []
+    columns = [(best, out / "heads")] + ([("random init", out / "heads_random")] if with_random else [])
+    docs = {}
     for task in tasks:
-        docs = []
-        for _, folder in columns:
+        for name, folder in columns:
             try:
-                docs.append(json.loads((folder / task / "metrics.json").read_text()))
+                docs[task, name] = json.loads((folder / task / "metrics.json").read_text())
             except (OSError, ValueError):
-                docs.append({})
-        for key, label, higher in HEAD_TABLE.get(task, []):
-            values = [d.get("metrics", {}).get(key) for d in docs] + [docs[0].get("mean_baseline", {}).get(key)]
-            arrow = {True: " ↑", False: " ↓", None: ""}[higher]
-            cells = "".join(f"<td>{v:.4g}</td>" if isinstance(v, (int, float)) else "<td>-</td>" for v in values)
-            rows.append(f"<tr><th>{task}</th><th>{html.escape(label)}{arrow}</th>{cells}</tr>")
+                docs[task, name] = {}
+    rows = []
+    for task, key, label, higher in table_rows(list(tasks)):
+        values = [docs[task, name].get("metrics", {}).get(key) for name, _ in columns]
+        values.append(docs[task, best].get("mean_baseline", {}).get(key))
+        if not any(isinstance(v, (int, float)) for v in values[:-1]):
+            continue
+        cells = "".join(f"<td>{v:.4g}</td>" if isinstance(v, (int, float)) else "<td>-</td>" for v in values)
+        rows.append(f"<tr><th>{html.escape(label)} {'↑' if higher else '↓'}</th>{cells}</tr>")
     head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in columns)
-    return (f"<table><tr><th>task</th><th>metric</th>{head}<th>mean prediction</th></tr>{''.join(rows)}</table>"
+    return (f"<table><tr><th>metric</th>{head}<th>mean prediction</th></tr>{''.join(rows)}</table>"
             "<p>(from each head's <code>metrics.json</code>; held-out images)</p>")
 
 
@@ -180,7 +176,7 @@ def write_summary(out: Path, paths: dict[str, Path], tasks: tuple[str, ...]) -> 
                     "</code> adds them, about 7 more minutes); measured apart (benchmarks/results/main_job.md) they "
                     "score better than the 200-step backbone's heads on pose, seg and normals.")
                  + " The heads measure their decoder and data more than pretraining: the probe table above is where "
-                 "pretraining is judged.</p>" + heads_table(out, tasks, best))
+                 "pretraining is judged.</p>" + heads_table(out, tasks, best, have_random))
     for task in tasks:
         metrics_file = out / "heads" / task / "metrics.json"
         metric_text = ""

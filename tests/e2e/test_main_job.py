@@ -104,9 +104,9 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
     assert f"{manifest['total_samples']} samples" in page
     assert page.count("images for 1 epoch, scored on") == 5  # each head's training, from its history.json
     # the heads' table: the best backbone, random init and the mean prediction, read from the metrics files
-    assert f"<th>metric</th><th>{best}</th><th>random init</th><th>mean prediction</th>" in page
+    assert f"<tr><th>metric</th><th>{best}</th><th>random init</th><th>mean prediction</th></tr>" in page
     seg_best, seg_random = (json.loads((out / d / "seg" / "metrics.json").read_text()) for d in ("heads", "heads_random"))
-    assert (f"<th>seg</th><th>mIoU ↑</th><td>{seg_best['metrics']['mIoU']:.4g}</td>"
+    assert (f"<th>seg mIoU ↑</th><td>{seg_best['metrics']['mIoU']:.4g}</td>"
             f"<td>{seg_random['metrics']['mIoU']:.4g}</td><td>{seg_best['mean_baseline']['mIoU']:.4g}</td>") in page
 
     # a second run redoes nothing
