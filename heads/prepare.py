@@ -7,7 +7,9 @@ features). Used by ``heads.train`` (fit), ``heads.evaluate`` and ``heads.probe``
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,10 +50,22 @@ def backbone_id(cfg: HeadConfig) -> str:
     return json.dumps(cfg.backbone_config)
 
 
-def feature_key(cfg: HeadConfig, items: list[Item], task: str, flip: bool) -> str:
+def images_id(data: DenseData, items: list[Item]) -> str:
+    """Which image files ``items`` name: the folder and each file's name, size and modification time. Item keys
+    alone are not enough: two DATA folders (a training and a held-out set rendered apart) both number their images
+    from 000000, and a folder rendered again keeps its names."""
+    h = hashlib.sha256(str(data.root.resolve()).encode())
+    for key in dict.fromkeys(i.key for i in items):
+        st = os.stat(data.image_path(key))
+        h.update(f"|{key}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def feature_key(cfg: HeadConfig, items: list[Item], task: str, flip: bool, data: DenseData) -> str:
     view = get_task(task).view
     return FeatureCache.key(backbone=backbone_id(cfg), layers=cfg.layers, size=cfg.size, mean=cfg.pixel_mean,
-                            std=cfg.pixel_std, view=view, flip=flip, data=[(i.key, i.person) for i in items])
+                            std=cfg.pixel_std, view=view, flip=flip, data=[(i.key, i.person) for i in items],
+                            images=images_id(data, items))
 
 
 _MEMORY: dict[str, torch.Tensor] = {}  # memory-mapped features opened in this process (probe reuses them)
@@ -68,7 +82,7 @@ def prepare_task(data: DenseData, items: list[Item], cfg: HeadConfig, extractor:
     task = cfg.task
     spec = get_task(task)
     variants = [False, True] if flip else [False]
-    key = feature_key(cfg, items, task, flip)
+    key = feature_key(cfg, items, task, flip, data)
     store = cache if cache is not None else FeatureCache(None)
     cached = _MEMORY.get(key)
     if cached is None:

@@ -94,7 +94,7 @@ def test_features_are_written_in_batches_and_read_from_disk(synth_data, random_t
     _MEMORY.clear()
     tt = prepare_task(data, items, cfg, ex, cache, batch_size=4, device=resolve_device("auto"))
     assert writes == [4, 4, 3]                           # one write per batch, never the whole set
-    path = cache.path(feature_key(cfg, items, "seg", False))
+    path = cache.path(feature_key(cfg, items, "seg", False, data))
     on_disk = np.load(path, mmap_mode="r")
     assert isinstance(on_disk, np.memmap) and on_disk.shape == tuple(tt.feats.shape) and on_disk.dtype == np.float16
     assert not list(path.parent.glob("*.tmp*"))
@@ -107,4 +107,30 @@ def test_features_are_written_in_batches_and_read_from_disk(synth_data, random_t
     writes.clear()
     again = prepare_task(data, items, cfg, None, FeatureCache(tmp_path / "cache"))
     assert writes == [] and torch.equal(again.feats, tt.feats)
+    _MEMORY.clear()
+
+
+def test_feature_cache_tells_apart_folders_whose_images_share_names(synth_data, random_tiny_backbone, tmp_path):
+    """A training and a held-out set rendered apart both number their images from 000000: the cache key names
+    the files, so the second folder's features are its own, not the first's read back (they were, before)."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(synth_data, other)
+    data, twin = DenseData(synth_data), DenseData(other)
+    items = data.items("seg", data.keys)[:4]
+    assert [i.key for i in twin.items("seg", twin.keys)[:4]] == [i.key for i in items]
+    for it in items:   # same names, other pictures
+        path = twin.image_path(it.key)
+        Image.fromarray(255 - np.asarray(Image.open(path).convert("RGB"))).save(path)
+    cfg = HeadConfig(task="seg", backbone=str(random_tiny_backbone), layers=[-1], size=(64, 64), label_stride=4)
+    ex = FeatureExtractor(load_backbone(random_tiny_backbone), cfg.layers, cfg.pixel_mean, cfg.pixel_std)
+    cache = FeatureCache(tmp_path / "cache")
+    _MEMORY.clear()
+    first = prepare_task(data, items, cfg, ex, cache)
+    second = prepare_task(twin, items, cfg, ex, cache)
+    with torch.no_grad():
+        direct = ex(to_tensor([twin.load(it, "seg", (64, 64))["image"] for it in items])).half()
+    assert torch.equal(second.feats, direct) and not torch.equal(second.feats, first.feats)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
     _MEMORY.clear()
