@@ -72,6 +72,9 @@ def _train_parser(sub) -> None:
                                        "(our 308 layout or COCO-WholeBody, mapped into 308)")
     p.add_argument("--cache-dir", help="folder to keep backbone features in between runs (default: a temporary "
                                        "folder; features are always streamed from disk in batches)")
+    p.add_argument("--max-images", type=int, default=None, metavar="N",
+                   help="train on the first N images of --data (by name; of its training split without --val-data); "
+                        "default all")
     p.add_argument("--no-flip-aug", action="store_true", help="do not add mirrored training copies")
     p.add_argument("--seed", type=int, help="random seed (split, init, order)")
     _device_arg(p)
@@ -243,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_train(a: argparse.Namespace) -> int:
     from humans.heads.train import run_train
     cfg = _train_config(a)
-    res = run_train(cfg, a.data, a.out, a.val_data, a.keypoints, a.cache_dir, device=resolve_device(a.device))
+    res = run_train(cfg, a.data, a.out, a.val_data, a.keypoints, a.cache_dir, device=resolve_device(a.device),
+                    max_images=a.max_images)
     _print_metrics(f"{cfg.task} ({cfg.kind}) held-out metrics, {res['val_samples']} samples:", res["metrics"])
     print(f"wrote {Path(a.out) / 'head.safetensors'}")
     return 0

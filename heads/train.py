@@ -102,8 +102,11 @@ def mean_baseline_metrics(tt: TaskTensors, vt: TaskTensors, cfg: HeadConfig, val
 
 def run_train(cfg: HeadConfig, data_dir: str, out_dir: str, val_data: str | None = None,
               keypoints: str | None = None, cache_dir: str | None = None, threads: int | None = None,
-              device: str = "cpu") -> dict:
-    """The ``train`` command (see module docstring); returns the held-out metrics."""
+              device: str = "cpu", max_images: int | None = None) -> dict:
+    """The ``train`` command (see module docstring); returns the held-out metrics. ``max_images``: train on the
+    first that many training images (by name) only."""
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"--max-images {max_images}: allowed >= 1")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
@@ -118,6 +121,7 @@ def run_train(cfg: HeadConfig, data_dir: str, out_dir: str, val_data: str | None
     else:
         train_keys, val_keys = data.split(cfg.val_frac, cfg.seed)
         val_set = data
+    train_keys = train_keys[:max_images] if max_images else train_keys
     train_items = data.items(cfg.task, train_keys)
     val_items = val_set.items(cfg.task, val_keys)
     log.info("%s: %d training and %d held-out samples; backbone %s layers %s; input %dx%d",

@@ -146,13 +146,16 @@ def test_main_job_head_epochs_option(tmp_path, capsys):
     from humans.tools.main_job import PRESETS, main, with_head_epochs
 
     demo = PRESETS["demo"]
-    assert (demo.epochs_of("seg"), demo.epochs_of("normal")) == (36, 12)  # the demo's seg head trains longer
-    assert demo.head_order()[:2] == ["seg", "pose"]  # longest first: 36 seg epochs outweigh pose's 2 x 12
+    # the demo's heads see as many samples as 600 images at 12 epochs (seg 36), from 2400 images; pose from 600
+    assert {t: (demo.epochs_of(t), demo.images_of(t)) for t in ("seg", "normal", "pose")} == {
+        "seg": (9, 2400), "normal": (3, 2400), "pose": (12, 600)}
+    assert demo.head_order()[:2] == ["seg", "pose"]  # longest first: 9 x 2400 seg samples outweigh pose's 2 x 12 x 600
+    assert PRESETS["study"].images_of("pose") == 0     # the study's heads train on the probes' set
     assert PRESETS["study"].head_order()[:2] == ["pose", "seg"]
     both = with_head_epochs(demo, "20")  # a bare N sets every head, the preset's seg count included
     assert {t: both.epochs_of(t) for t in ("pose", "seg", "albedo")} == {"pose": 20, "seg": 20, "albedo": 20}
     one = with_head_epochs(demo, "albedo=24")  # TASK=N keeps the rest of the preset
-    assert {t: one.epochs_of(t) for t in ("pose", "seg", "albedo")} == {"pose": 12, "seg": 36, "albedo": 24}
+    assert {t: one.epochs_of(t) for t in ("pose", "seg", "albedo")} == {"pose": 12, "seg": 9, "albedo": 24}
     mixed = with_head_epochs(demo, "8, seg=48")
     assert {t: mixed.epochs_of(t) for t in ("pose", "seg")} == {"pose": 8, "seg": 48}
     for spec, message in (("0", "--head-epochs 0: '0'; allowed N or TASK=N with N >= 1"),

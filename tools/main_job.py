@@ -73,15 +73,24 @@ class Preset:
     # also train the five heads on the random-init backbone (OUT/heads_random), the baseline beside them on the
     # summary page; off in the demo for its 20-minute budget (they take about as long as the heads themselves)
     head_baselines: bool = False
+    # heads that train on only the first N of the head_synth_count images (task -> N). Four times the images at a
+    # quarter of the epochs (the same steps) lift the seg head from mIoU 0.119 to 0.153 and boundary F1 0.392 to
+    # 0.441 and normals 32.6 -> 32.3 deg, while the pose head stays level (0.504 vs 0.505) and its person crops
+    # cost 110 s more features: the demo's pose head keeps 600 (heads.md)
+    head_task_images: dict = field(default_factory=dict)
 
     def epochs_of(self, task: str) -> int:
         """Training epochs of the ``task`` head."""
         return int(self.head_task_epochs.get(task, self.head_epochs))
 
+    def images_of(self, task: str) -> int:
+        """Labelled images the ``task`` head trains on (0: the probes' set, split)."""
+        return min(int(self.head_task_images.get(task, self.head_synth_count)), self.head_synth_count)
+
     def head_order(self) -> list[str]:
-        """The five heads, longest first (the pose head's 308 heatmaps take about twice a dense head's time
-        per epoch), so that two lanes finish close together."""
-        return sorted(TASKS, key=lambda t: -self.epochs_of(t) * (2 if t == "pose" else 1))
+        """The five heads, longest first (samples seen; the pose head's 308 heatmaps take about twice a dense
+        head's time per sample), so that two lanes finish close together."""
+        return sorted(TASKS, key=lambda t: -self.epochs_of(t) * max(self.images_of(t), 1) * (2 if t == "pose" else 1))
 
     @property
     def pose_crop_size(self) -> str:
@@ -96,7 +105,9 @@ _STUDY = dict(pool_scale="demo", model="study-s8", unlabelled_count=1500, unlabe
               synth_size=128, probe_size="128x96", head_epochs=12, head_size="128x96",
               extra_pretrain=["--warmup-steps", "20", "--lr", "2e-3", "--num-workers", "1"])
 PRESETS = {
-    "demo": Preset(**{**_STUDY, "head_synth_count": 600, "head_task_epochs": {"seg": 36}}),
+    # the heads see as many samples as 600 images at 12 epochs (seg 36), from 2400 images; pose from 600
+    "demo": Preset(**{**_STUDY, "head_synth_count": 2400, "head_epochs": 3, "head_task_epochs": {"seg": 9, "pose": 12},
+                      "head_task_images": {"pose": 600}}),
     # three times the demo's pretraining: MAE's gain over random grows with steps (study.md)
     # heads on the probes' set: the study's claims are the probes', and its 75 minutes have no room for more
     "study": Preset(**{**_STUDY, "seeds": (0, 1, 2), "pretrain_steps": 600}),
@@ -108,6 +119,7 @@ PRESETS = {
     "tiny": Preset(pool_scale="small", model="study-s8", unlabelled_count=48, unlabelled_size=64, pretrain_steps=6,
                    pretrain_batch=4, embedder_steps=4, global_size=32, local_size=16, n_local=2, prototypes=256, synth_count=24,
                    synth_size=96, probe_size="64x48", head_epochs=1, head_size="64x48", head_synth_count=32,
+                   head_task_images={"pose": 16},
                    extra_pretrain=["--warmup-steps", "2", "--log-every", "1", "--num-workers", "0"]),
 }
 
@@ -330,7 +342,8 @@ def steps(out: Path, p: Preset) -> dict[str, Path]:
     run_lanes([Step(py("-m", "humans.heads", "train", "--task", task, "--backbone", str(ckpt), "--data",
                        str(head_data), *head_val, "--out", str(heads_dir / task), "--epochs", str(p.epochs_of(task)),
                        "--size", p.head_size, "--threads", str(lane_threads(p)), "--device", p.device,
-                       "--cache-dir", str(out / "feature_cache")),
+                       "--cache-dir", str(out / "feature_cache"),
+                       *(["--max-images", str(p.images_of(task))] if p.images_of(task) < p.head_synth_count else [])),
                     heads_dir / task / "head.safetensors",
                     f"6c. train the {task} head on '{label}' (features only, no image skip"
                     + (")" if label == best else ", the baseline)"), f"head_{task}" + ("" if label == best else "_random"))
@@ -531,21 +544,22 @@ def main(argv: list[str] | None = None) -> int:
                          "study-gpu (the study at GPU scale), tiny (test)")
     ap.add_argument("--head-epochs", default=None, metavar="N | TASK=N,...",
                     help="epochs of the heads: N for all five, TASK=N for one (e.g. 20 or seg=48,albedo=24 or "
-                         "20,seg=48; default: the preset's, demo 12 and seg 36). More epochs sharpen seg and "
-                         "albedo but overfit normals and pointmap; more data helps all (benchmarks/results/main_job.md). "
+                         "20,seg=48; default: the preset's, demo 3 on its 2400 images, seg 9 and pose 12 on its 600). More "
+                         "epochs sharpen seg and albedo but overfit normals and pointmap; more data helps all "
+                         "(benchmarks/results/main_job.md). "
                          "Finished heads are kept: delete OUT/heads and OUT/predictions to retrain them")
     ap.add_argument("--head-baselines", action="store_true",
                     help="also train the five heads on the random-init backbone (OUT/heads_random) and show them "
                          "beside the best backbone's on the summary page (about 7 more minutes for the demo on 2 "
                          "cores; the study preset's heads too)")
     ap.add_argument("--head-images", type=int, default=None, metavar="N",
-                    help="labelled synthetic humans the heads train on (default: the preset's; demo 600). More "
-                         "help every head (seg mIoU 0.099 / 0.164 / 0.225 and normals 32.6 / 30.4 / 28.6 deg at 600 / "
-                         "2400 / 9600; pose PCK@0.1 0.505 / 0.595 at 600 / 9600 on its 128x96 crops) at about 0.6 s "
-                         "per image for the five heads at 12 epochs on 2 cores (9600: about 100 min; the pose head "
-                         "alone 30); a smaller "
-                         "folder is extended. Finished heads are kept: delete OUT/heads and OUT/predictions to "
-                         "retrain them")
+                    help="labelled synthetic humans every head trains on (default: the preset's; demo 2400, its "
+                         "pose head the first 600 of them). Epochs stay the preset's (--head-epochs sets them), so "
+                         "time grows with N: at 12 epochs each, seg mIoU 0.099 / 0.164 / 0.225 and normals 32.6 / 30.4 "
+                         "/ 28.6 deg at 600 / 2400 / 9600, pose PCK@0.1 0.505 / 0.595 at 600 / 9600, about 0.6 s per "
+                         "image for the five heads on 2 cores (9600: about 100 min; the pose head alone 30); a "
+                         "smaller folder is extended. Finished heads are kept: delete OUT/heads and OUT/predictions "
+                         "to retrain them")
     ap.add_argument("--pretrain-steps", type=int, default=None, metavar="N",
                     help="pretraining steps of every arm (default: the preset's; demo 200, study 600). Runs of "
                          "other lengths are kept apart: their checkpoints are named by step, so use another --out")
@@ -572,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.head_images is not None:
         if args.head_images < 1:
             ap.error(f"--head-images {args.head_images}: allowed >= 1")
-        preset = dataclasses.replace(preset, head_synth_count=args.head_images)
+        preset = dataclasses.replace(preset, head_synth_count=args.head_images, head_task_images={})
     if args.pretrain_steps is not None:
         if args.pretrain_steps < 1:
             ap.error(f"--pretrain-steps {args.pretrain_steps}: allowed >= 1")

@@ -82,9 +82,15 @@ def test_main_job_chain_is_consistent(demo_pool_dir, curated_run_dir, tmp_path):
         with safe_open(str(out / "heads_random" / task / "head.safetensors"), "pt") as fh:  # --head-baselines
             assert "random_seed0.safetensors" in json.dumps(fh.metadata()), f"{task} baseline head"
         assert list((out / "predictions" / task).glob("*.png")), f"no {task} overlays"
+        rec = json.loads((out / "heads" / task / "metrics.json").read_text())
         if task != "pose":  # dense heads: trained on their own 32 images, scored on all 24 of the probes' set
-            rec = json.loads((out / "heads" / task / "metrics.json").read_text())
             assert (rec["train_samples"], rec["val_samples"]) == (32, 24), (task, rec)
+    # the pose head reads only the first 16 of the 32 (the preset's head_task_images): as many people as those hold
+    people = json.loads((out / "synth_heads" / "keypoints.json").read_text())
+    first16 = {im["id"] for im in sorted(people["images"], key=lambda im: im["file_name"])[:16]}
+    pose_rec = json.loads((out / "heads" / "pose" / "metrics.json").read_text())
+    assert 0 < pose_rec["train_samples"] == sum(a["image_id"] in first16 for a in people["annotations"]) < len(
+        people["annotations"])
     heads_set = {p.read_bytes() for p in (out / "synth_heads" / "images").glob("*.jpg")}
     assert len(heads_set) == 32 and not heads_set & {p.read_bytes() for p in (out / "synth" / "images").glob("*.jpg")}
 

@@ -134,3 +134,16 @@ def test_feature_cache_tells_apart_folders_whose_images_share_names(synth_data, 
     assert torch.equal(second.feats, direct) and not torch.equal(second.feats, first.feats)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
     _MEMORY.clear()
+
+
+def test_max_images_trains_on_the_first_images_only(synth_data, random_tiny_backbone, tmp_path, capsys):
+    """``--max-images N``: the head trains on the first N images (by name) of its training split, is scored on
+    the same held-out images; below 1 is refused by name."""
+    out = tmp_path / "few"
+    assert main(["train", *ARGS, "--epochs", "1", "--backbone", str(random_tiny_backbone), "--data", str(synth_data),
+                 "--out", str(out), "--device", "cpu", "--max-images", "7"]) == 0
+    rec = json.loads((out / "metrics.json").read_text())
+    assert (rec["train_samples"], rec["val_samples"]) == (7, 10)
+    assert main(["train", *ARGS, "--backbone", str(random_tiny_backbone), "--data", str(synth_data),
+                 "--out", str(tmp_path / "none"), "--max-images", "0"]) == 2
+    assert "--max-images 0: allowed >= 1" in capsys.readouterr().err
