@@ -13,7 +13,8 @@ features only), the same loss, schedule, training set and held-out scoring two o
   whose head does no better than this one has taught the head nothing its input did not already hold.
 
 Writes ``OUT/metrics.json`` in the shape ``heads train`` writes (``metrics``, ``mean_baseline``, ``seconds``),
-plus ``oracle``::
+plus ``oracle``; with ``--pictures N``, ``OUT/<image>_vs_truth.png`` for the last N held-out images: the
+prediction beside the ground truth, drawn as ``heads predict --truth`` draws them::
 
     python tools/head_oracle.py --task seg --features truth --data runs/main/synth_heads \\
         --val-data runs/main/synth --size 128x96 --epochs 36 --out runs/oracle/seg_truth
@@ -75,8 +76,30 @@ def truth_tokens(tt: TaskTensors, factor: int) -> torch.Tensor:
     return torch.cat([mean, share], dim=1).half()
 
 
+def write_pictures(head: nn.Module, vt: TaskTensors, val: DenseData, out_hw: tuple[int, int], out: Path,
+                   count: int) -> list[Path]:
+    """The last ``count`` held-out images' predictions beside their ground truth (``heads.predict.beside_truth``)."""
+    from PIL import Image
+
+    from humans.heads.predict import beside_truth
+
+    spec = get_task(vt.task)
+    paths = []
+    for i in range(max(0, len(vt) - count), len(vt)):
+        key = vt.items[i].key
+        img = val.image(key)
+        with torch.no_grad():
+            y = head(vt.feats[i:i + 1].float(), out_hw, None)
+        pred = spec.decode(spec.upsample(y, img.shape[:2])[0])
+        pair = beside_truth(spec, val, key, img, pred, spec.overlay(img, pred), 0.2)
+        if pair is not None:
+            paths.append(out / f"{key}_vs_truth.png")
+            Image.fromarray(pair).save(paths[-1])
+    return paths
+
+
 def run(task: str, features: str, data_dir: str, val_dir: str, out: str, size: tuple[int, int], epochs: int,
-        seed: int = 0, patch: int = 8, cache_dir: str | None = None) -> dict:
+        seed: int = 0, patch: int = 8, cache_dir: str | None = None, pictures: int = 0) -> dict:
     if task not in DENSE_TASKS:
         raise ValueError(f"--task {task!r}: allowed {', '.join(DENSE_TASKS)}")
     if features not in FEATURES:
@@ -108,6 +131,8 @@ def run(task: str, features: str, data_dir: str, val_dir: str, out: str, size: t
               "metrics": metrics, "mean_baseline": mean_baseline_metrics(tt, vt, cfg, val, "cpu"),
               "loss": {"first": history[0], "last": history[-1]}, "seconds": round(time.time() - t0, 1)}
     Path(out).mkdir(parents=True, exist_ok=True)
+    if pictures:
+        write_pictures(head, vt, val, out_hw, Path(out), pictures)
     atomic_write_json(Path(out) / "metrics.json", result, sort_keys=False, default=float)
     atomic_write_json(Path(out) / "history.json", {"loss": history}, sort_keys=False, default=float)
     return result
@@ -127,12 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patch", type=int, default=8, help="pixels per token side (default 8: the study backbones')")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--cache-dir", default=None, help="feature cache folder (default: a temporary one)")
+    ap.add_argument("--pictures", type=int, default=0, metavar="N",
+                    help="also draw the last N held-out images' predictions beside their ground truth (default 0)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         res = run(args.task, args.features, args.data, args.val_data, args.out, parse_size(args.size), args.epochs,
-                  args.seed, args.patch, args.cache_dir)
+                  args.seed, args.patch, args.cache_dir, args.pictures)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

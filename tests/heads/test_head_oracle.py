@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,12 +19,12 @@ def held_out(tmp_path_factory):
     return out
 
 
-def _run(task, features, epochs, synth_data, held_out, tmp_path):
+def _run(task, features, epochs, synth_data, held_out, tmp_path, *extra):
     from humans.tools.head_oracle import main
 
     out = tmp_path / f"{task}_{features}"
     assert main(["--task", task, "--features", features, "--data", str(synth_data), "--val-data", str(held_out),
-                 "--out", str(out), "--size", "64x48", "--epochs", str(epochs)]) == 0
+                 "--out", str(out), "--size", "64x48", "--epochs", str(epochs), *extra]) == 0
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -38,9 +39,13 @@ def test_normal_head_learns_from_truth_tokens_not_from_pixels_alone(synth_data, 
 
 
 def test_seg_head_on_truth_tokens_draws_part_edges(synth_data, held_out, tmp_path):
-    truth = _run("seg", "truth", 30, synth_data, held_out, tmp_path)
+    truth = _run("seg", "truth", 30, synth_data, held_out, tmp_path, "--pictures", "2")
     assert truth["metrics"]["mIoU"] > 2.5 * truth["mean_baseline"]["mIoU"]   # measured 0.103 against 0.029
     assert truth["metrics"]["boundary_F1"] > 0.2                               # the mean has no edges: 0
+    pictures = sorted((tmp_path / "seg_truth").glob("*_vs_truth.png"))        # the last two held-out images,
+    assert [p.name for p in pictures] == ["000010_vs_truth.png", "000011_vs_truth.png"]
+    with Image.open(pictures[0]) as im:                                         # prediction | truth at 128 px
+        assert im.size == (256, 128)
 
 
 def test_bad_arguments_name_the_allowed_values(synth_data, tmp_path, capsys):
