@@ -38,13 +38,13 @@ from humans.heads.data.features import FeatureCache  # noqa: E402
 from humans.heads.evaluate import evaluate_outputs  # noqa: E402
 from humans.heads.models.heads import build_head  # noqa: E402
 from humans.heads.prepare import TaskTensors, prepare_task  # noqa: E402
-from humans.heads.tasks import get_task  # noqa: E402
+from humans.heads.tasks import REGISTRY, get_task  # noqa: E402
 from humans.heads.train import fit, mean_baseline_metrics  # noqa: E402
 from humans.shared.atomic import atomic_write_json  # noqa: E402
 from humans.shared.humans.parts import NUM_PARTS  # noqa: E402
 
 FEATURES = ("truth", "pixels")
-DENSE_TASKS = ("seg", "normal", "albedo", "pointmap")
+DENSE_TASKS = tuple(t for t in REGISTRY if get_task(t).dense)   # the whole-image tasks (pose: crops)
 
 
 class PatchPixels(nn.Module):
@@ -117,8 +117,9 @@ def run(task: str, features: str, data_dir: str, val_dir: str, out: str, size: t
     data, val = DenseData(data_dir), DenseData(val_dir)
     cache = FeatureCache(cache_dir)
     pixels = PatchPixels(patch)
-    tt = prepare_task(data, data.items(task), cfg, pixels, cache, flip=cfg.flip_aug)
-    vt = prepare_task(val, val.items(task), cfg, pixels, cache)
+    train_items, val_items = data.items(task), val.items(task)
+    tt = prepare_task(data, train_items, cfg, pixels, cache, flip=cfg.flip_aug)
+    vt = prepare_task(val, val_items, cfg, pixels, cache)
     if features == "truth":
         tt.feats, vt.feats = truth_tokens(tt, factor), truth_tokens(vt, factor)
     head = build_head(task, "head", tt.feats.shape[1], patch, image_skip=False, out_hw=cfg.out_hw())
@@ -127,7 +128,7 @@ def run(task: str, features: str, data_dir: str, val_dir: str, out: str, size: t
     out_hw = cfg.out_hw()
     metrics = evaluate_outputs(lambda f, img: head(f, out_hw, img), vt, val, cfg)
     result = {"task": task, "kind": "head", "oracle": features, "patch": patch, "size": list(size), "epochs": epochs,
-              "seed": seed, "train_samples": len(data.items(task)), "val_samples": len(val.items(task)),
+              "seed": seed, "train_samples": len(train_items), "val_samples": len(val_items),
               "metrics": metrics, "mean_baseline": mean_baseline_metrics(tt, vt, cfg, val, "cpu"),
               "loss": {"first": history[0], "last": history[-1]}, "seconds": round(time.time() - t0, 1)}
     Path(out).mkdir(parents=True, exist_ok=True)

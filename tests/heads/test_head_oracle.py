@@ -55,6 +55,6 @@ def test_bad_arguments_name_the_allowed_values(synth_data, tmp_path, capsys):
     assert main(["--task", "seg", "--features", "labels", *base]) == 2
     assert "--features 'labels': allowed truth, pixels" in capsys.readouterr().err
     assert main(["--task", "pose", "--features", "truth", *base]) == 2
-    assert "allowed seg, normal, albedo, pointmap" in capsys.readouterr().err
+    assert "allowed seg, pointmap, normal, albedo" in capsys.readouterr().err
     assert main(["--task", "seg", "--features", "pixels", "--size", "60x48", *base]) == 2
     assert "multiple of --patch 8" in capsys.readouterr().err
