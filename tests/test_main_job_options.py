@@ -88,3 +88,27 @@ def test_head_images_must_be_positive(capsys):
         main(["--out", "/nonexistent/never-made", "--head-images", "0"])
     assert exc.value.code == 2
     assert "--head-images 0: allowed >= 1" in capsys.readouterr().err
+
+
+def test_best_backbone_ranks_pose_by_pck_not_by_an_oks_ap_that_is_zero_for_all(tmp_path):
+    """The heads train on the backbone of best mean rank over the probes' primary metrics. OKS AP reads 0
+    for every backbone at the probes' scale; ranked by it, pose went to the first label in sort order."""
+    from humans.tools.main_job import best_backbone
+
+    def row(pck, miou, deg, si, mae):
+        return {"pose": {"AP": 0.0, "PCK@0.1": pck}, "seg": {"mIoU": miou}, "normal": {"mean_deg": deg},
+                "pointmap": {"si_error": si}, "albedo": {"MAE": mae}}
+
+    results = {"random": row(0.9, 0.9, 1.0, 0.01, 0.01),          # never chosen, even when it wins
+               "cl": row(0.30, 0.05, 37.0, 0.16, 0.14),
+               "mae": row(0.35, 0.04, 37.5, 0.17, 0.16),
+               "mae+cl": row(0.40, 0.06, 37.2, 0.15, 0.15),
+               "mean baseline": row(0.9, 0.9, 1.0, 0.01, 0.01)}
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps({"results": results}))
+    # ranks (0 best) of seg, normal, pointmap, albedo: cl 1+0+1+0, mae+cl 0+1+0+1, mae 2+2+2+2; pose decides.
+    # By PCK@0.1 mae+cl is first (0), cl last (2); by the all-zero AP, cl first by label: cl would win
+    assert best_backbone(path) == "mae+cl"
+    results["cl"]["pose"]["PCK@0.1"] = 0.45
+    path.write_text(json.dumps({"results": results}))
+    assert best_backbone(path) == "cl"

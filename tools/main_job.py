@@ -488,11 +488,6 @@ def write_study(path: Path, probe_jsons: dict[int, Path], p: Preset) -> None:
         log(line)
 
 
-# The main metric of each task in the probe table and whether higher is better.
-MAIN_METRIC = {"pose": ("AP", True), "seg": ("mIoU", True), "pointmap": ("si_error", False),
-               "normal": ("mean_deg", False), "albedo": ("MAE", False)}
-
-
 def head_images(out: Path, p: Preset, data: Path) -> tuple[Path, list[str]]:
     """Step 5c: the heads' own labelled synthetic humans (``p.head_synth_count`` of generator seed 2000,
     scored on the probes' set ``data``); a folder with fewer is extended, one with more refused. Returns
@@ -517,11 +512,15 @@ def head_images(out: Path, p: Preset, data: Path) -> tuple[Path, list[str]]:
 
 
 def best_backbone(probe_json: Path) -> str:
-    """The pretrained backbone with the best mean rank over the five tasks' main metrics."""
+    """The pretrained backbone with the best mean rank over the five tasks' primary probe metrics (those of
+    study.json, ``heads.probe.PRIMARY``: pose PCK@0.1, not OKS AP, which reads 0 for every backbone at the
+    probes' scale and so ranked pose by label name); ties go to the first label in sort order."""
+    from humans.heads.probe import PRIMARY
+
     results = json.loads(probe_json.read_text())["results"]
     labels = [k for k in results if k != "random" and "baseline" not in k]
     ranks = {k: 0 for k in labels}
-    for task, (metric, higher_is_better) in MAIN_METRIC.items():
+    for task, (metric, higher_is_better) in PRIMARY.items():
         scored = sorted((-results[k][task][metric] if higher_is_better else results[k][task][metric], k)
                         for k in labels if metric in results[k].get(task, {}))
         for rank, (_, label) in enumerate(scored):
