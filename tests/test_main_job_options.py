@@ -112,3 +112,38 @@ def test_best_backbone_ranks_pose_by_pck_not_by_an_oks_ap_that_is_zero_for_all(t
     results["cl"]["pose"]["PCK@0.1"] = 0.45
     path.write_text(json.dumps({"results": results}))
     assert best_backbone(path) == "cl"
+
+
+def test_head_images_keeps_each_heads_samples_seen_and_head_epochs_sets_epochs_over_it(tmp_path, monkeypatch):
+    """--head-images N scales each head's epochs so it sees as many samples as the demo gives it (600 images:
+    the demo before 2400, seg 36 and the others 12; before, 600 kept the 2400-image epochs, 3, a quarter of the
+    samples); --head-epochs, given too, sets epochs over the scaled ones."""
+    from humans.tools import main_job
+
+    demo = main_job.PRESETS["demo"]
+    assert {t: demo.epochs_of(t) * demo.images_of(t) for t in main_job.TASKS} == {
+        "pose": 7200, "seg": 21600, "normal": 7200, "pointmap": 7200, "albedo": 7200}
+    p600 = main_job.with_head_images(demo, 600)
+    assert {t: (p600.epochs_of(t), p600.images_of(t)) for t in main_job.TASKS} == {
+        "pose": (12, 600), "seg": (36, 600), "normal": (12, 600), "pointmap": (12, 600), "albedo": (12, 600)}
+    p9600 = main_job.with_head_images(demo, 9600)
+    assert {t: p9600.epochs_of(t) for t in main_job.TASKS} == {
+        "pose": 1, "seg": 2, "normal": 1, "pointmap": 1, "albedo": 1}
+    # without step 5c (study) the heads train on the probes' set less its 20 % held out: 192 of 240
+    study = main_job.PRESETS["study"]
+    assert main_job.with_head_images(study, 96).epochs_of("seg") == 24
+
+    seen = {}
+
+    def capture(out, p):
+        seen["preset"] = p
+        raise SystemExit(0)
+
+    monkeypatch.setattr(main_job, "steps", capture)
+    with pytest.raises(SystemExit):
+        main_job.main(["--out", str(tmp_path / "a"), "--head-images", "600", "--head-epochs", "seg=20"])
+    p = seen["preset"]
+    assert (p.head_synth_count, p.epochs_of("seg"), p.epochs_of("normal"), p.images_of("pose")) == (600, 20, 12, 600)
+    with pytest.raises(SystemExit):
+        main_job.main(["--out", str(tmp_path / "b"), "--head-images", "600", "--head-epochs", "5"])
+    assert {seen["preset"].epochs_of(t) for t in main_job.TASKS} == {5}

@@ -147,6 +147,17 @@ def with_head_epochs(preset: Preset, spec: str) -> Preset:
     return dataclasses.replace(preset, head_epochs=every, head_task_epochs=per_task)
 
 
+def with_head_images(preset: Preset, n: int) -> Preset:
+    """``preset`` with every head on ``n`` labelled humans (``--head-images``) and each head's epochs scaled so it
+    sees as many samples as the preset gives it, at least one epoch: about the same time, spread over other data
+    (demo: 600 gives the seg head 36 epochs and the others 12, 9600 gives seg 2 and the others 1)."""
+    def base(task: str) -> int:  # the preset's training images of the head (without 5c: the probes' set less 20 %)
+        return preset.images_of(task) or max(1, round(0.8 * preset.synth_count))
+
+    epochs = {t: max(1, round(preset.epochs_of(t) * base(t) / n)) for t in TASKS}
+    return dataclasses.replace(preset, head_synth_count=n, head_task_images={}, head_task_epochs=epochs)
+
+
 def log(msg: str) -> None:
     print(f"[main-job {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -553,12 +564,14 @@ def main(argv: list[str] | None = None) -> int:
                          "cores; the study preset's heads too)")
     ap.add_argument("--head-images", type=int, default=None, metavar="N",
                     help="labelled synthetic humans every head trains on (default: the preset's; demo 2400, its "
-                         "pose head the first 600 of them). Epochs stay the preset's (--head-epochs sets them), so "
-                         "time grows with N: at 12 epochs each, seg mIoU 0.099 / 0.164 / 0.225 and normals 32.6 / 30.4 "
-                         "/ 28.6 deg at 600 / 2400 / 9600, pose PCK@0.1 0.505 / 0.595 at 600 / 9600, about 0.6 s per "
-                         "image for the five heads on 2 cores (9600: about 100 min; the pose head alone 30); a "
-                         "smaller folder is extended. Finished heads are kept: delete OUT/heads and OUT/predictions "
-                         "to retrain them")
+                         "pose head the first 600 of them). Each head's epochs scale so that it sees as many "
+                         "samples as the preset gives it, so the heads take about the same time: 600 gives the demo's "
+                         "seg head 36 epochs and the others 12 (the demo before 2400), 9600 gives seg 2 and the "
+                         "others 1. --head-epochs sets epochs over that: at 12 epochs each, seg mIoU 0.099 / 0.164 "
+                         "/ 0.225 and normals 32.6 / 30.4 / 28.6 deg at 600 / 2400 / 9600, pose PCK@0.1 0.505 / "
+                         "0.595 at 600 / 9600, about 0.6 s per image for the five heads on 2 cores (9600: about "
+                         "100 min). A smaller folder is extended. Finished heads are kept: delete OUT/heads and "
+                         "OUT/predictions to retrain them")
     ap.add_argument("--pretrain-steps", type=int, default=None, metavar="N",
                     help="pretraining steps of every arm (default: the preset's; demo 200, study 600). Runs of "
                          "other lengths are kept apart: their checkpoints are named by step, so use another --out")
@@ -575,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
                          "from a second thread, so two steps side by side save about a quarter of their time")
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset]
+    if args.head_images is not None:  # first: --head-epochs, when given, sets the epochs over its scaled ones
+        if args.head_images < 1:
+            ap.error(f"--head-images {args.head_images}: allowed >= 1")
+        preset = with_head_images(preset, args.head_images)
     if args.head_epochs is not None:
         try:
             preset = with_head_epochs(preset, args.head_epochs)
@@ -582,10 +599,6 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(str(e))
     if args.head_baselines:
         preset = dataclasses.replace(preset, head_baselines=True)
-    if args.head_images is not None:
-        if args.head_images < 1:
-            ap.error(f"--head-images {args.head_images}: allowed >= 1")
-        preset = dataclasses.replace(preset, head_synth_count=args.head_images, head_task_images={})
     if args.pretrain_steps is not None:
         if args.pretrain_steps < 1:
             ap.error(f"--pretrain-steps {args.pretrain_steps}: allowed >= 1")

@@ -75,7 +75,16 @@ def _triplets(file, where: str, values, n: int | None) -> np.ndarray:
     if len(values) % 3 or (n is not None and len(values) != 3 * n):
         want = f"3 x {n} = {3 * n}" if n is not None else "a multiple of 3"
         raise AnnotationError(file, where, f"{len(values)} numbers; expected {want}")
-    arr = np.array([_num(file, f"{where}[{i}]", v) for i, v in enumerate(values)], dtype=np.float64).reshape(-1, 3)
+    # fast path: plain ints and floats, all finite (a 308-point file holds ~1000 numbers per person, and a
+    # call per number cost a head's start-up seconds); else the per-number check names the first bad one
+    arr = None
+    if all(type(v) is float or type(v) is int for v in values):
+        arr = np.array(values, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            arr = None
+    if arr is None:
+        arr = np.array([_num(file, f"{where}[{i}]", v) for i, v in enumerate(values)], dtype=np.float64)
+    arr = arr.reshape(-1, 3)
     bad = ~np.isin(arr[:, 2], (0, 1, 2))
     if bad.any():
         i = int(np.nonzero(bad)[0][0])

@@ -85,6 +85,11 @@ def test_bad_keypoint_annotations_name_file_and_field(tmp_path):
     assert e.field == "annotations[1].keypoints" and "outside" in e.problem
     e = _bad(tmp_path, lambda d: d["annotations"][0]["keypoints"].__setitem__(0, "x"))
     assert e.field == "annotations[0].keypoints[0]"
+    # the fast path (plain finite numbers) hands anything else to the per-number check, which names it
+    e = _bad(tmp_path, lambda d: d["annotations"][1]["keypoints"].__setitem__(4, True))
+    assert e.field == "annotations[1].keypoints[4]" and "not a finite number" in e.problem
+    e = _bad(tmp_path, lambda d: d["annotations"][0]["keypoints"].__setitem__(7, float("nan")))
+    assert e.field == "annotations[0].keypoints[7]" and "not a finite number" in e.problem
 
 
 def test_bad_label_files_name_file_and_field(tmp_path):
