@@ -151,8 +151,12 @@ def with_head_images(preset: Preset, n: int) -> Preset:
     """``preset`` with every head on ``n`` labelled humans (``--head-images``) and each head's epochs scaled so it
     sees as many samples as the preset gives it, at least one epoch: about the same time, spread over other data
     (demo: 600 gives the seg head 36 epochs and the others 12, 9600 gives seg 2 and the others 1)."""
-    def base(task: str) -> int:  # the preset's training images of the head (without 5c: the probes' set less 20 %)
-        return preset.images_of(task) or max(1, round(0.8 * preset.synth_count))
+    from humans.heads.config import HeadConfig
+
+    held_out = HeadConfig.model_fields["val_frac"].default  # without 5c the heads split the probes' set
+
+    def base(task: str) -> int:  # the preset's training images of the head
+        return preset.images_of(task) or max(1, round((1 - held_out) * preset.synth_count))
 
     epochs = {t: max(1, round(preset.epochs_of(t) * base(t) / n)) for t in TASKS}
     return dataclasses.replace(preset, head_synth_count=n, head_task_images={}, head_task_epochs=epochs)
