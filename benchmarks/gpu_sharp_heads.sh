@@ -76,7 +76,9 @@ phase render_heldout 60 "${synth[@]}" --out "$WORK/synth" --count "$HELDOUT"
 pretrain=("$PY" -m humans.pretrain train --model "$MODEL" --shards "$WORK/unlabelled" --objective "$OBJECTIVE"
   --batch-size "$BATCH" --global-size 96 --local-size 48 --n-local 4 --prototypes 4096 --seed 0 --threads "$THREADS"
   --device "$DEVICE" --lr 1e-3 --num-workers "$WORKERS")
-# a short calibration run measures the step time, so the real run's cosine schedule ends inside its budget
+# a short calibration run measures the step time, so the real run's cosine schedule ends inside its budget; both
+# start afresh (a run left by an earlier call may have another length: resuming it would mix two schedules)
+rm -rf "$WORK/calibrate" "$WORK/pretrain"
 phase calibrate 120 "${pretrain[@]}" --steps "$CALIB_STEPS" --warmup-steps 1 --log-every 1 --out "$WORK/calibrate"
 plan=$("$PY" tools/gpu_sharp_heads_report.py plan --metrics "$WORK/calibrate/metrics.csv" \
   --seconds "$(awk -F'\t' '$1 == "calibrate" {print $2}' "$PHASES")" --budget-s "$PRETRAIN_S" --max-steps "$STEPS")
@@ -85,7 +87,7 @@ warmup=$(( warmup < WARMUP ? warmup : WARMUP ))
 ckpt_every=$(( steps < CKPT_EVERY ? steps : CKPT_EVERY ))
 echo "[gpu_sharp_heads] pretraining plan: $steps steps (of at most $STEPS), warm-up $warmup, in about $PRETRAIN_S s"
 phase pretrain $(( PRETRAIN_S + 60 )) "${pretrain[@]}" --steps "$steps" --warmup-steps "$warmup" --out "$WORK/pretrain" \
-  --resume --ckpt-every "$(( ckpt_every > 0 ? ckpt_every : 1 ))" --log-every "$(( steps < 50 ? 1 : 25 ))"
+  --ckpt-every "$(( ckpt_every > 0 ? ckpt_every : 1 ))" --log-every "$(( steps < 50 ? 1 : 25 ))"
 phase export 60 "$PY" -m humans.pretrain export "$WORK/pretrain" --out "$WORK/pretrained.safetensors"
 phase random_init 60 "$PY" -c "import sys, torch; from humans.shared.backbone import build_backbone, save_backbone; \
 torch.manual_seed(0); save_backbone(build_backbone(sys.argv[1]), sys.argv[2])" "$MODEL" "$WORK/random.safetensors"

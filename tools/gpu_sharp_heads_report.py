@@ -5,7 +5,8 @@
 ``STEPS WARMUP``.
 
 ``report``: the record of one run: what ran on which device, how far pretraining went, and each head's held-out
-figures beside its mean-prediction baseline, as JSON plus a Markdown table on stdout. It reads the script's working folder: ``phases.tsv`` (name, seconds, exit status of each phase),
+figures beside its mean-prediction baseline, as JSON plus a Markdown table on stdout. It reads the script's
+working folder: ``phases.tsv`` (name, seconds, exit status of each phase),
 ``pretrain/metrics.csv`` (the pretraining log) and ``heads/TASK_ARM/metrics.json`` (one per head). A head
 whose phase failed or ran out of time has no metrics file; it is listed under ``missing``, not scored.
 """
@@ -21,10 +22,22 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a source checkout: the repo's parent onto the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# the figures of each head the table shows (metric key, label, higher is better); the first is the primary
-SHOWN = {"seg": [("mIoU", "mIoU", True), ("boundary_F1", "boundary F1", True)],
-         "normal": [("mean_deg", "mean angle (deg)", False), ("grad_ratio", "gradient ratio (1 = truth)", True)]}
+# the figures of each head the record keeps, the primary first (heads.probe.PRIMARY)
+SHOWN_KEYS = {"seg": ("mIoU", "boundary_F1"), "normal": ("mean_deg", "grad_ratio")}
 ARMS = ("pretrained", "random")
+
+
+def shown() -> dict[str, list[tuple[str, str, bool | None]]]:
+    """(metric key, label, higher is better) of each head's figures: labels and directions from the task
+    registry's metric rows (``heads.probe.table_rows``); the gradient ratio, which has no better direction
+    (1 = the truth's sharpness), is not among them."""
+    from humans.heads.probe import PRIMARY, table_rows
+
+    rows = {(t, k): (label[len(t) + 1:], higher) for t, k, label, higher in table_rows(list(SHOWN_KEYS))}
+    rows[("normal", "grad_ratio")] = ("gradient ratio (1 = truth)", None)
+    out = {t: [(k, *rows[(t, k)]) for k in keys] for t, keys in SHOWN_KEYS.items()}
+    assert all(out[t][0][0] == PRIMARY[t][0] for t in out), "the first figure of each head is its primary"
+    return out
 
 
 def device_name(device: str) -> str:
@@ -65,14 +78,14 @@ def read_pretrain(path: Path) -> dict:
 def collect(work: Path) -> tuple[list[dict], list[str]]:
     """One record per (task, arm, metric) of the finished heads, and the heads that did not finish."""
     records, missing = [], []
-    for task, shown in SHOWN.items():
+    for task, figures in shown().items():
         for arm in ARMS:
             path = work / "heads" / f"{task}_{arm}" / "metrics.json"
             if not path.exists():
                 missing.append(f"{task}_{arm}")
                 continue
             doc = json.loads(path.read_text())
-            for i, (key, label, higher) in enumerate(shown):
+            for i, (key, label, higher) in enumerate(figures):
                 records.append({"task": task, "arm": arm, "metric": key, "label": label,
                                 "value": doc["metrics"][key], "mean_baseline": doc["mean_baseline"][key],
                                 "higher_is_better": higher, "primary": i == 0,
@@ -85,14 +98,15 @@ def table(records: list[dict]) -> str:
     """Markdown: one row per task and metric, pretrained | random init | mean prediction."""
     by = {(r["task"], r["metric"], r["arm"]): r for r in records}
     lines = ["| head | metric | pretrained | random init | mean prediction |", "|---|---|---:|---:|---:|"]
-    for task, shown in SHOWN.items():
-        for key, label, higher in shown:
+    for task, figures in shown().items():
+        for key, label, higher in figures:
             cells = [by.get((task, key, arm)) for arm in ARMS]
             if not any(cells):
                 continue
             base = next(c for c in cells if c)["mean_baseline"]
             vals = [f"{c['value']:.4g}" if c else "n/a" for c in cells]
-            lines.append(f"| {task} | {label} {'↑' if higher else '↓'} | {vals[0]} | {vals[1]} | {base:.4g} |")
+            arrow = "" if higher is None else " ↑" if higher else " ↓"
+            lines.append(f"| {task} | {label}{arrow} | {vals[0]} | {vals[1]} | {base:.4g} |")
     return "\n".join(lines)
 
 
