@@ -19,6 +19,18 @@ want=$( (cat pyproject.toml scripts/install.sh; echo "gpu=$gpu extras=$EXTRAS") 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
+# Pre-flight: a first install writes about 7.2 GB (PyTorch's CUDA build is 5.3 GB of it). Say so before pip
+# runs out of space half-way (pip's own message is a bare "[Errno 28] No space left on device").
+if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; }; then
+  need_mb=${HUMANS_INSTALL_NEED_MB:-7800}
+  free_mb=$(df -Pm "$(dirname "$VENV")" | awk 'NR==2 {print $4}')
+  if [ -n "$free_mb" ] && [ "$free_mb" -lt "$need_mb" ]; then
+    echo "install.sh: not enough disk for the environment: $free_mb MB free at $VENV, about $need_mb MB needed" >&2
+    echo "  (torch 2.14.1 + torchvision 0.29.1 are a CUDA build, see README 'Install'). Free space, or point" >&2
+    echo "  HUMANS_VENV at a larger disk. HUMANS_INSTALL_NEED_MB=0 skips this check." >&2
+    exit 28
+  fi
+fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip_() { "$VENV/bin/python" -m pip "$@"; }
 pip_ install -q --upgrade pip
