@@ -246,7 +246,8 @@ def write_markdown(path: str, res: dict, backbones: list[tuple[str, str]], data_
         f"{res['pose_size'][0]}x{res['pose_size'][1]}); features of blocks "
         f"{res['layers']} concatenated; one linear map per token and task (pixel-shuffled to labels at 1/"
         f"{res['label_stride']} of the input), solved to convergence: ridge in closed form (pose heatmaps, "
-        "pointmap, normals, albedo) or softmax regression by L-BFGS (segmentation), regularisation chosen on "
+        "pointmap, normals, albedo) or softmax regression by preconditioned L-BFGS, its bias fixed at each "
+        "position's class frequencies (segmentation), regularisation chosen on "
         "a held-out fifth of the training images. No skip connection, no decoder.", "",
         "Backbones: " + ", ".join(f"{lab} = `{p}`" for lab, p in backbones) + ".", "",
         res["table"], "",
