@@ -131,3 +131,34 @@ def test_balanced_class_weights_follow_batch_frequencies():
     logits[:, 0] = 3.0
     plain, balanced = seg_loss(logits, target, dice_weight=0.0), seg_loss(logits, target, dice_weight=0.0, balance=0.5)
     assert balanced > 2 * plain                          # 0.85 vs 0.40: the rare class counts more
+
+
+def test_seg_loss_equals_the_one_hot_formula_in_value_and_gradient():
+    """The seg loss's gather / bincount Dice and shared log-softmax give the one-hot textbook formula's value and
+    gradient (channels-last logits, ignored pixels, class-balanced cross-entropy, a class absent from the batch)."""
+    import torch.nn.functional as F
+
+    from humans.heads.losses import balanced_class_weights, seg_loss
+
+    g = torch.Generator().manual_seed(5)
+    b, c, h, w = 3, 7, 10, 8
+    base = torch.randn(b, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    target = torch.randint(0, c - 1, (b, h, w), generator=g)     # class c-1 never present
+    target[:, :2] = 255
+
+    def reference(logits):
+        valid = target != 255
+        ce = F.cross_entropy(logits, target, weight=balanced_class_weights(target, c, 0.25), ignore_index=255)
+        prob = logits.softmax(1) * valid[:, None]
+        onehot = F.one_hot(target.clamp(0, c - 1) * valid, c).permute(0, 3, 1, 2).float() * valid[:, None]
+        inter, area = (prob * onehot).sum((0, 2, 3)), onehot.sum((0, 2, 3))
+        dice = (2 * inter + 1.0) / (prob.sum((0, 2, 3)) + area + 1.0)
+        return ce + 0.7 * (1 - dice[area > 0].mean())
+
+    x1, x2 = base.clone().requires_grad_(True), base.clone().requires_grad_(True)
+    got, want = seg_loss(x1, target, dice_weight=0.7, balance=0.25), reference(x2)
+    got.backward()
+    want.backward()
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    assert torch.allclose(x1.grad, x2.grad, rtol=1e-4, atol=1e-9)
+    assert x1.grad[:, :, :2].abs().max() == 0                   # ignored pixels get no gradient
