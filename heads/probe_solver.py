@@ -230,9 +230,17 @@ class _SoftmaxRows:
         self.labels = labels.long().view(-1, rr, 1)
         # rows that are whole images in image-major order take the bias by broadcasting (no gather)
         self.whole = len(pos) % n_pos == 0 and bool((pos.view(-1, n_pos) == torch.arange(n_pos)).all())
+        self._eig: tuple[torch.Tensor, torch.Tensor] | None = None   # second_moment_eig, computed on first use
 
     def __len__(self) -> int:
         return self.xs.shape[0]
+
+    def second_moment_eig(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigenvalues and eigenvectors (float64) of the features' second moment, computed once per set of
+        rows (every strength of the sweep preconditions with it)."""
+        if self._eig is None:
+            self._eig = torch.linalg.eigh((self.xs.T @ self.xs).double() / max(1, len(self)))
+        return self._eig
 
     def logits(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """[T, r*r, C] logits."""
@@ -283,13 +291,12 @@ def _to_channel_major(t: torch.Tensor, c: int, rr: int) -> torch.Tensor:
 PRECOND_SHIFT = 10.0   # preconditioner (cov + PRECOND_SHIFT * l2)^-1/2: softmax curvature is about 0.1 x cov
 
 
-def _preconditioner(xs: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _preconditioner(rows: _SoftmaxRows, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(P, P^-1)``, ``P = (cov + PRECOND_SHIFT * l2 * I)^-1/2`` with ``cov`` the rows' second moment: the
     solver minimises over ``V`` with ``W = P V``. The objective is the same function of ``W`` (same optimum);
     only its conditioning changes. Concatenated blocks give a ``cov`` with eigenvalues from about 1e-5 to 1e2,
     on which plain L-BFGS stalls."""
-    cov = (xs.T @ xs).double() / max(1, xs.shape[0])
-    e, u = torch.linalg.eigh(cov)
+    e, u = rows.second_moment_eig()
     s = (e.clamp_min(0) + max(PRECOND_SHIFT * l2, 1e-6)).rsqrt()
     return ((u * s) @ u.T).float(), ((u / s) @ u.T).float()
 
@@ -299,7 +306,7 @@ def _lbfgs(rows: _SoftmaxRows, l2: float, weight0: torch.Tensor, bias: torch.Ten
     """Weights minimising ``rows``' objective at the fixed ``bias``: preconditioned L-BFGS (``_preconditioner``)
     from ``weight0`` in chunks of ``chunk`` iterations until the objective's relative decrease over a chunk is
     below ``tol`` (converged) or ``max_iter`` iterations are spent (not converged)."""
-    p, p_inv = _preconditioner(rows.xs, l2)
+    p, p_inv = _preconditioner(rows, l2)
     v = (p_inv @ weight0).requires_grad_(True)
     opt = torch.optim.LBFGS([v], lr=1.0, max_iter=chunk, tolerance_grad=1e-7,
                             tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
